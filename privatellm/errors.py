@@ -1,0 +1,67 @@
+"""The one exception hierarchy of privatellm.
+
+    PrivateLLMError                 every expected failure; the CLI prints str(e) on one line
+    ├── ConfigError                 bad settings, bad profile file, bad collection name (exit 2)
+    ├── ModelError                  a model cannot be found or loaded
+    ├── StoreError                  the vector store refuses an operation
+    │   ├── EmbeddingMismatchError  collection built by another embedding model
+    │   ├── StoreLockedError        another process is writing the same collection
+    │   └── NotFoundError           no such document / collection
+    └── LoaderError                 one file cannot be ingested; ingest reports it and goes on
+        ├── UnsupportedFormatError  extension we do not read
+        ├── EmptyDocumentError      nothing to index (zero bytes, or a PDF with no text layer)
+        ├── EncryptedDocumentError  needs a password we do not have
+        └── CorruptDocumentError    the parser could not read it
+"""
+
+from __future__ import annotations
+
+
+class PrivateLLMError(Exception):
+    """Base of every expected failure; its message is one line meant for a user."""
+
+    exit_code = 1
+
+
+class ConfigError(PrivateLLMError):
+    exit_code = 2
+
+
+class ModelError(PrivateLLMError):
+    exit_code = 2
+
+
+class StoreError(PrivateLLMError):
+    pass
+
+
+class EmbeddingMismatchError(StoreError):
+    exit_code = 2
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+class NotFoundError(StoreError):
+    pass
+
+
+class LoaderError(PrivateLLMError):
+    pass
+
+
+class UnsupportedFormatError(LoaderError):
+    pass
+
+
+class EmptyDocumentError(LoaderError):
+    pass
+
+
+class EncryptedDocumentError(LoaderError):
+    pass
+
+
+class CorruptDocumentError(LoaderError):
+    pass

@@ -1,0 +1,257 @@
+"""The vector store: the only module that imports chromadb.
+
+A document's record is the metadata of its first chunk (the "head"), so vectors and records live
+in one place and move together (embedded or, later, a Chroma server). Writes are ordered so that a
+crash leaves nothing half-visible: a document's other chunks are written before its head, and its
+head is deleted before the rest. Chunks whose head is missing are orphans: queries drop them and
+`repair()` deletes them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from privatellm.chunking import chunk_id
+from privatellm.config import StoreSettings
+from privatellm.errors import ConfigError, EmbeddingMismatchError, NotFoundError
+from privatellm.types import Chunk, DocumentRecord, ScoredChunk
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+MODEL_KEY = "privatellm:embedding_model"
+DIM_KEY = "privatellm:embedding_dim"
+
+
+def check_collection_name(name: str) -> str:
+    """Returns name if Chroma accepts it as a collection name, else raises ConfigError."""
+    if not _NAME.match(name) or ".." in name:
+        raise ConfigError(
+            f"invalid collection name {name!r}: use 3-63 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+class ChromaStore:
+    """Embedded Chroma in data_dir/chroma, telemetry off, never Chroma's own embedding function."""
+
+    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        self._settings = settings
+        path = data_dir / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        self._client = chromadb.PersistentClient(
+            path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
+        )
+
+    def names(self) -> list[str]:
+        """Returns the names of the collections in the store, sorted."""
+        return sorted(c.name for c in self._client.list_collections())
+
+    def open(self, name: str) -> Collection:
+        """Returns an existing collection, or raises NotFoundError."""
+        check_collection_name(name)
+        if name not in self.names():
+            raise NotFoundError(f"no collection named {name!r} (nothing ingested into it yet)")
+        return Collection(
+            self._client.get_collection(name, embedding_function=None), self._settings.write_batch
+        )
+
+    def create(self, name: str, model: str, dimension: int) -> Collection:
+        """Returns the collection, created for this embedding model if it did not exist."""
+        check_collection_name(name)
+        if name in self.names():
+            collection = self.open(name)
+        else:
+            s = self._settings
+            collection = Collection(
+                self._client.create_collection(
+                    name,
+                    embedding_function=None,
+                    configuration={
+                        "hnsw": {
+                            "space": s.hnsw_space,
+                            "ef_construction": s.hnsw_construction_ef,
+                            "ef_search": s.hnsw_search_ef,
+                            "max_neighbors": s.hnsw_max_neighbors,
+                        }
+                    },
+                    metadata={
+                        MODEL_KEY: model,
+                        DIM_KEY: dimension,
+                        "privatellm:created_at": _now(),
+                    },
+                ),
+                s.write_batch,
+            )
+        collection.check_model(model, dimension)
+        return collection
+
+    def delete(self, name: str) -> None:
+        self.open(name)
+        self._client.delete_collection(name)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _chunk_metadata(chunk: Chunk) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "doc_id": chunk.doc_id,
+        "source": chunk.source,
+        "chunk_index": chunk.index,
+        "start": chunk.start,
+        "end": chunk.end,
+    }
+    if chunk.page is not None:
+        meta["page"] = chunk.page
+    return meta
+
+
+def _head_metadata(record: DocumentRecord) -> dict[str, Any]:
+    return {
+        "doc_hash": record.content_hash,
+        "doc_pages": record.pages,
+        "doc_chunks": record.chunks,
+        "ingested_at": record.ingested_at,
+    }
+
+
+def _record(meta: dict[str, Any]) -> DocumentRecord:
+    return DocumentRecord(
+        id=str(meta["doc_id"]),
+        source=str(meta["source"]),
+        content_hash=str(meta["doc_hash"]),
+        pages=int(meta["doc_pages"]),
+        chunks=int(meta["doc_chunks"]),
+        ingested_at=str(meta["ingested_at"]),
+    )
+
+
+class Collection:
+    """One Chroma collection of chunks, with document records on the head chunks."""
+
+    def __init__(self, chroma: Any, write_batch: int = 1000) -> None:
+        self._c = chroma
+        self._write_batch = write_batch
+
+    @property
+    def name(self) -> str:
+        return str(self._c.name)
+
+    @property
+    def model(self) -> tuple[str, int]:
+        """Returns (embedding model name, dimension) this collection was built with."""
+        meta = self._c.metadata or {}
+        return str(meta.get(MODEL_KEY, "")), int(meta.get(DIM_KEY, 0))
+
+    def check_model(self, model: str, dimension: int) -> None:
+        built, dim = self.model
+        if (built, dim) != (model, dimension):
+            raise EmbeddingMismatchError(
+                f"collection {self.name!r} was built with embedding model {built} ({dim} dims), "
+                f"not {model} ({dimension} dims): use that model, or ingest into a new collection"
+            )
+
+    def count(self) -> int:
+        """Returns the number of chunks stored, orphans included."""
+        return int(self._c.count())
+
+    def documents(self) -> list[DocumentRecord]:
+        """Returns every complete document, sorted by source."""
+        heads = self._c.get(where={"chunk_index": 0}, include=["metadatas"])
+        return sorted((_record(m) for m in heads["metadatas"]), key=lambda r: r.source)
+
+    def add(
+        self, record: DocumentRecord, chunks: Sequence[Chunk], vectors: NDArray[np.float32]
+    ) -> None:
+        """Writes a document's chunks; the head goes last, so the document appears whole."""
+        order = [*range(1, len(chunks)), 0]
+        for start in range(0, len(order), self._write_batch):
+            part = order[start : start + self._write_batch]
+            metadatas = [_chunk_metadata(chunks[i]) for i in part]
+            if part[-1] == 0:
+                metadatas[-1].update(_head_metadata(record))
+            self._c.upsert(
+                ids=[chunks[i].id for i in part],
+                embeddings=vectors[part],
+                documents=[chunks[i].text for i in part],
+                metadatas=metadatas,
+            )
+
+    def delete(self, record: DocumentRecord, keep: int = 0) -> None:
+        """Removes a document's chunks from index `keep` on; with keep=0 its head goes first, so
+        the document is never listed half-deleted."""
+        ids = [chunk_id(record.id, i) for i in range(keep, record.chunks)]
+        for start in range(0, len(ids), self._write_batch):
+            self._c.delete(ids=ids[start : start + self._write_batch])
+
+    def repair(self, records: Iterable[DocumentRecord]) -> int:
+        """Deletes chunks whose document has no head (left by a crash); returns how many."""
+        expected = {r.id for r in records}
+        everything = self._c.get(include=["metadatas"])
+        orphans = [
+            cid
+            for cid, meta in zip(everything["ids"], everything["metadatas"], strict=True)
+            if meta.get("doc_id") not in expected
+        ]
+        for start in range(0, len(orphans), self._write_batch):
+            self._c.delete(ids=orphans[start : start + self._write_batch])
+        return len(orphans)
+
+    def query(
+        self, vector: Sequence[float], k: int, doc_ids: Sequence[str] | None = None
+    ) -> list[ScoredChunk]:
+        """Returns up to k chunks nearest to vector, best first, from complete documents only."""
+        total = self.count()
+        if total == 0 or k <= 0:
+            return []
+        where: dict[str, Any] | None = None
+        if doc_ids:
+            where = {"doc_id": {"$in": list(doc_ids)}}
+        result = self._c.query(
+            query_embeddings=[list(vector)],
+            n_results=min(k, total),
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        hits = [
+            ScoredChunk(chunk=_chunk(cid, text, meta), score=1.0 - float(distance))
+            for cid, text, meta, distance in zip(
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
+                strict=True,
+            )
+        ]
+        return self._complete(hits)
+
+    def _complete(self, hits: list[ScoredChunk]) -> list[ScoredChunk]:
+        heads = {chunk_id(h.chunk.doc_id, 0) for h in hits}
+        present = set(self._c.get(ids=sorted(heads), include=[])["ids"]) if heads else set()
+        return [h for h in hits if chunk_id(h.chunk.doc_id, 0) in present]
+
+
+def _chunk(cid: str, text: str, meta: dict[str, Any]) -> Chunk:
+    page = meta.get("page")
+    return Chunk(
+        id=cid,
+        doc_id=str(meta["doc_id"]),
+        source=str(meta["source"]),
+        page=int(page) if page is not None else None,
+        index=int(meta["chunk_index"]),
+        start=int(meta["start"]),
+        end=int(meta["end"]),
+        text=text,
+    )

@@ -1,0 +1,109 @@
+"""The few values that cross module lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Page:
+    """Text of one page (paged formats) or of a whole file (page is None)."""
+
+    text: str
+    page: int | None = None  # 1-based physical page for PDFs, None for unpaged formats
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded file: its pages plus what identifies it."""
+
+    source: str  # the file path as ingested (absolute)
+    content_hash: str  # sha256 of the file bytes
+    pages: list[Page]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def doc_id(self) -> str:
+        """Documents are identified by content: the same bytes under two names are one document."""
+        return self.content_hash[:16]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough for the embedding model."""
+
+    id: str  # stable: hash of document id + position
+    doc_id: str
+    source: str
+    page: int | None
+    index: int  # position of the chunk in its document
+    start: int  # character offsets into the page text
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    chunk: Chunk
+    score: float  # cosine similarity, higher is better
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """What the catalog knows about an ingested document."""
+
+    id: str
+    source: str
+    content_hash: str
+    pages: int
+    chunks: int
+    ingested_at: str  # ISO 8601, UTC
+
+
+Outcome = Literal["added", "updated", "unchanged", "removed", "failed", "skipped", "duplicate"]
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: str
+    outcome: Outcome
+    detail: str = ""  # reason for failed/skipped, warning for a document ingested with one
+    chunks: int = 0
+
+
+@dataclass
+class IngestReport:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    total_chunks: int = 0  # chunks in the collection after the run
+
+    def paths(self, outcome: Outcome) -> list[str]:
+        return [o.path for o in self.outcomes if o.outcome == outcome]
+
+    def to_json(self) -> dict[str, object]:
+        """Returns the `privatellm ingest --json` shape other tools rely on."""
+        return {
+            "added": self.paths("added"),
+            "updated": self.paths("updated"),
+            "unchanged": self.paths("unchanged"),
+            "removed": self.paths("removed"),
+            "skipped": [
+                {"path": o.path, "reason": o.detail}
+                for o in self.outcomes
+                if o.outcome in ("skipped", "duplicate")
+            ],
+            "failed": [
+                {"path": o.path, "error": o.detail} for o in self.outcomes if o.outcome == "failed"
+            ],
+            "chunks": self.total_chunks,
+        }
+
+
+class Progress(Protocol):
+    """Where a long operation reports progress (the CLI shows a live bar)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, files: int, chunks: int) -> None: ...
+
+    def close(self) -> None: ...
