@@ -46,7 +46,6 @@ class Chunker:
             length_function=count_tokens,
             separators=SEPARATORS,
             keep_separator="end",
-            add_start_index=True,
         )
 
     def split(self, document: Document) -> list[Chunk]:
@@ -55,8 +54,12 @@ class Chunker:
         for page in document.pages:
             if not page.text.strip():
                 continue
-            for piece in self._splitter.create_documents([page.text]):
-                start = int(piece.metadata["start_index"])
+            # LangChain's add_start_index subtracts the overlap (here in tokens) from a character
+            # offset and then misses the chunk; each chunk starts after the previous one's start,
+            # so searching from there finds it.
+            start = -1
+            for piece in self._splitter.split_text(page.text):
+                start = page.text.find(piece, start + 1)
                 chunks.append(
                     Chunk(
                         id=chunk_id(document.doc_id, len(chunks)),
@@ -65,8 +68,8 @@ class Chunker:
                         page=page.page,
                         index=len(chunks),
                         start=start,
-                        end=start + len(piece.page_content),
-                        text=piece.page_content,
+                        end=start + len(piece),
+                        text=piece,
                     )
                 )
         return chunks

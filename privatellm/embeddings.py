@@ -64,7 +64,8 @@ class HashingEmbedder(Embedder):
                 out[row, int.from_bytes(digest, "little") % self.dimension] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        return out / norms
+        out /= norms
+        return out
 
 
 def cpu_has_native_bf16() -> bool:
@@ -114,7 +115,7 @@ class SentenceTransformerEmbedder(Embedder):
         import transformers
         from sentence_transformers import SentenceTransformer
 
-        transformers.logging.disable_progress_bar()
+        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         self.name, model_dir = resolve_model_dir(settings.model)
         device = settings.device
@@ -130,8 +131,10 @@ class SentenceTransformerEmbedder(Embedder):
         dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
         self._model.to(dtypes[self.precision])
         self._model.eval()
-        self.dimension = int(self._model.get_embedding_dimension())
-        self.max_tokens = int(self._model.max_seq_length)
+        dimension = self._model.get_embedding_dimension()
+        if not dimension:
+            raise ModelError(f"{model_dir}: the model does not say its embedding dimension")
+        self.dimension = int(dimension)
         self._tokenizer = _untruncated(self._model.tokenizer)
         self._batch_size = settings.batch_size
 

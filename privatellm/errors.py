@@ -1,17 +1,17 @@
 """The one exception hierarchy of privatellm.
 
-    PrivateLLMError                 every expected failure; the CLI prints str(e) on one line
-    ├── ConfigError                 bad settings, bad profile file, bad collection name (exit 2)
-    ├── ModelError                  a model cannot be found or loaded
-    ├── StoreError                  the vector store refuses an operation
-    │   ├── EmbeddingMismatchError  collection built by another embedding model
-    │   ├── StoreLockedError        another process is writing the same collection
-    │   └── NotFoundError           no such document / collection
-    └── LoaderError                 one file cannot be ingested; ingest reports it and goes on
-        ├── UnsupportedFormatError  extension we do not read
-        ├── EmptyDocumentError      nothing to index (zero bytes, or a PDF with no text layer)
-        ├── EncryptedDocumentError  needs a password we do not have
-        └── CorruptDocumentError    the parser could not read it
+PrivateLLMError                 every expected failure; the CLI prints str(e) on one line
+├── ConfigError                 bad settings, bad profile file, bad collection name (exit 2)
+├── ModelError                  a model cannot be found or loaded
+├── StoreError                  the vector store refuses an operation
+│   ├── EmbeddingMismatchError  collection built by another embedding model
+│   ├── StoreLockedError        another process is writing the same collection
+│   └── NotFoundError           no such document / collection
+└── LoaderError                 one file cannot be ingested; ingest reports it and goes on
+    ├── UnsupportedFormatError  extension we do not read
+    ├── EmptyDocumentError      nothing to index (zero bytes, or a PDF with no text layer)
+    ├── EncryptedDocumentError  needs a password we do not have
+    └── CorruptDocumentError    the parser could not read it
 """
 
 from __future__ import annotations

@@ -91,6 +91,8 @@ def _visit(
         for entry in entries:
             if not entry.name.startswith("."):
                 _visit(Path(entry.path), roots, follow, found, seen_files, seen_dirs | {key})
+    elif not target.is_file():
+        skip("not a regular file")  # a FIFO or device would block or never end
     elif not supported(path):
         skip(f"unsupported file type {path.suffix or '(no extension)'}")
     elif target not in seen_files:
@@ -136,6 +138,7 @@ class Ingestor:
         self._batch_chunks = batch_chunks
         self._records = {r.source: r for r in collection.documents()}
         self._by_hash = {r.content_hash: r for r in self._records.values()}
+        self._claimed: dict[str, str] = {}  # content hash -> first path of this run holding it
         collection.repair(self._records.values())
 
     def run(
@@ -173,6 +176,10 @@ class Ingestor:
             digest = file_hash(data)
             if old is not None and old.content_hash == digest:
                 report.outcomes.append(FileOutcome(shown, "unchanged"))
+                return None
+            first = self._claimed.setdefault(digest, shown)
+            if first != shown:  # an earlier file of this run has the same bytes
+                report.outcomes.append(FileOutcome(shown, "duplicate", f"same content as {first}"))
                 return None
             twin = self._by_hash.get(digest)
             if twin is not None and os.path.exists(twin.source):

@@ -29,7 +29,7 @@ from privatellm.types import Document, Page
 _BOMS = [
     (b"\xff\xfe\x00\x00", "utf-32-le"),
     (b"\x00\x00\xfe\xff", "utf-32-be"),
-    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xef\xbb\xbf", "utf-8"),
     (b"\xff\xfe", "utf-16-le"),
     (b"\xfe\xff", "utf-16-be"),
 ]
@@ -62,7 +62,7 @@ def decode_text(data: bytes, name: str = "file") -> str:
     """Returns data decoded as text (UTF-8/16/32, GB18030/GBK, Big5, ...) or raises LoaderError."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
-            return data.decode(encoding, errors="replace")
+            return data[len(bom) :].decode(encoding, errors="replace")
     if b"\x00" in data[:4096]:
         text = _utf16_without_bom(data)
         if text is None or _looks_binary(text):
@@ -158,7 +158,7 @@ def load_csv(path: Path, data: bytes) -> list[Page]:
     try:
         dialect = csv.Sniffer().sniff(text[:8192])
     except csv.Error:
-        dialect = csv.excel  # type: ignore[assignment]
+        dialect = csv.excel
     rows = list(csv.reader(io.StringIO(text), dialect))
     if not rows:
         return [Page(text="")]
@@ -240,7 +240,9 @@ def file_hash(data: bytes) -> str:
 def read_file(path: Path, max_bytes: int) -> bytes:
     """Returns the bytes of a file we can load, or raises a LoaderError saying why not."""
     if not supported(path):
-        raise UnsupportedFormatError(f"{path.name}: unsupported file type {path.suffix or '(none)'}")
+        raise UnsupportedFormatError(
+            f"{path.name}: unsupported file type {path.suffix or '(none)'}"
+        )
     try:
         size = path.stat().st_size
         if size > max_bytes:
@@ -257,7 +259,7 @@ def read_file(path: Path, max_bytes: int) -> bytes:
 
 
 def parse(path: Path, data: bytes, source: str, max_line_chars: int) -> Document:
-    """Returns the document in a file's bytes, or raises a LoaderError saying in one line why not."""
+    """Returns the document in a file's bytes, or raises a LoaderError saying why not."""
     pages = LOADERS[path.suffix.lower()](path, data)
     _check_lines(path, pages, max_line_chars)
     document = Document(source=source, content_hash=file_hash(data), pages=pages)

@@ -13,8 +13,10 @@ from pathlib import Path
 from privatellm.chunking import Chunker
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder, build_embedder
+from privatellm.engines import Engine
 from privatellm.errors import NotFoundError, StoreLockedError
 from privatellm.ingest import Ingestor, display_path
+from privatellm.prompts import build_messages
 from privatellm.store import ChromaStore, Collection, check_collection_name
 from privatellm.types import DocumentRecord, IngestReport, Progress, ScoredChunk
 
@@ -22,14 +24,25 @@ from privatellm.types import DocumentRecord, IngestReport, Progress, ScoredChunk
 class Service:
     """privatellm's operations over one data directory."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, settings: Settings, embedder: Embedder | None = None, engine: Engine | None = None
+    ) -> None:
         self.settings = settings
+        # Injected parts replace the ones the settings would build (a shared model in tests).
         if embedder is not None:
             self.__dict__["embedder"] = embedder
+        if engine is not None:
+            self.__dict__["engine"] = engine
 
     @cached_property
     def embedder(self) -> Embedder:
         return build_embedder(self.settings.embedding)
+
+    @cached_property
+    def engine(self) -> Engine:
+        from privatellm.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(self.settings.engine)
 
     @cached_property
     def store(self) -> ChromaStore:
@@ -39,7 +52,9 @@ class Service:
         return check_collection_name(collection or self.settings.collection)
 
     def _writable(self, collection: str | None) -> Collection:
-        return self.store.create(self._name(collection), self.embedder.name, self.embedder.dimension)
+        return self.store.create(
+            self._name(collection), self.embedder.name, self.embedder.dimension
+        )
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -99,6 +114,15 @@ class Service:
         target = self.store.open(self._name(collection))
         target.check_model(self.embedder.name, self.embedder.dimension)
         return target.query(self.embedder.embed_query(question), top_k)
+
+    def ask(
+        self, question: str, collection: str | None = None
+    ) -> tuple[Iterator[str], list[ScoredChunk]]:
+        """Returns the streamed answer and the passages it was given, best first."""
+        settings = self.settings.engine
+        hits = self.retrieve(question, collection, settings.top_k)
+        messages, used = build_messages(question, hits, self.engine, settings.max_tokens)
+        return self.engine.stream(messages), used
 
 
 def _find(records: Sequence[DocumentRecord], id_or_path: str) -> DocumentRecord:

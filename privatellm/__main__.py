@@ -1,0 +1,3 @@
+from privatellm.cli import main
+
+main()

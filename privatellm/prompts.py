@@ -1,0 +1,51 @@
+"""Prompts: a question and retrieved passages in, chat messages that fit the context window out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from privatellm.engines import Engine, Message
+from privatellm.types import ScoredChunk
+
+# Small models follow one user message with the instruction last far better than a system
+# prompt ahead of long passages (SmolLM2-135M looped on the latter).
+INSTRUCTION = (
+    "Answer the question in one or two sentences using only the passages above, and cite the "
+    "passage you used like [1]. If they do not contain the answer, say that the documents "
+    "don't say."
+)
+# Chat templates add role markers around each message; this covers them with room to spare.
+TEMPLATE_TOKENS = 64
+
+
+def _passage(n: int, hit: ScoredChunk) -> str:
+    return f"[{n}] " + " ".join(hit.chunk.text.split())
+
+
+def build_messages(
+    question: str, hits: Sequence[ScoredChunk], engine: Engine, answer_tokens: int
+) -> tuple[list[Message], list[ScoredChunk]]:
+    """Returns the messages for the engine and the passages that fitted, best first.
+
+    Passages are added while the prompt plus the answer still fits the context window, so a
+    long passage can never make the engine refuse the request.
+    """
+    budget = (
+        engine.context_tokens
+        - answer_tokens
+        - TEMPLATE_TOKENS
+        - engine.count_tokens(INSTRUCTION)
+        - engine.count_tokens(question)
+    )
+    used: list[ScoredChunk] = []
+    passages: list[str] = []
+    for hit in hits:
+        text = _passage(len(used) + 1, hit)
+        cost = engine.count_tokens(text) + 2
+        if cost > budget:
+            break
+        budget -= cost
+        used.append(hit)
+        passages.append(text)
+    user = "\n\n".join([*passages, f"Question: {question}", INSTRUCTION])
+    return [{"role": "user", "content": user}], used

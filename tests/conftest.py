@@ -1,0 +1,102 @@
+"""Shared fixtures: settings in tmp dirs, the real bundled embedder (loaded once), file makers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from privatellm.config import EmbeddingSettings, Settings
+from privatellm.embeddings import Embedder, SentenceTransformerEmbedder
+from privatellm.service import Service
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "ingest"
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> Embedder:
+    """The bundled all-MiniLM-L6-v2, at the precision this CPU runs fastest."""
+    return SentenceTransformerEmbedder(EmbeddingSettings())
+
+
+@pytest.fixture
+def fake_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", embedding={"kind": "fake"})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def fake_service(fake_settings: Settings) -> Service:
+    return Service(fake_settings)
+
+
+@pytest.fixture
+def real_service(tmp_path: Path, real_embedder: Embedder) -> Service:
+    return Service(Settings(data_dir=tmp_path / "data"), embedder=real_embedder)
+
+
+@pytest.fixture
+def fake_config(tmp_path: Path) -> Path:
+    """A settings profile that swaps in the hashing embedder, for fast CLI runs."""
+    path = tmp_path / "fake.yaml"
+    path.write_text("embedding:\n  kind: fake\n", encoding="utf-8")
+    return path
+
+
+def run_cli(
+    *args: str | os.PathLike[str], prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Runs `privatellm ARGS` in a child process, as a user would (prefix: e.g. setpriv)."""
+    cmd = [*prefix, sys.executable, "-m", "privatellm", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+
+
+def make_pdf(path: Path, pages: list[str]) -> Path:
+    """Writes a real PDF with one text page per item."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    for text in pages:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=11)
+        pdf.multi_cell(0, 6, text)
+    pdf.output(str(path))
+    return path
+
+
+def make_scanned_pdf(path: Path, pages: int = 2) -> Path:
+    """Writes a PDF whose pages hold only drawings, no text layer (like a scan)."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    for n in range(pages):
+        pdf.add_page()
+        pdf.set_fill_color(30 * n, 100, 150)
+        pdf.rect(20, 20, 150, 200, style="F")
+    pdf.output(str(path))
+    return path
+
+
+def encrypt_pdf(source: Path, target: Path, user_password: str) -> Path:
+    """Writes an AES-256 encrypted copy of a PDF (empty user password = opens without one)."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(source))
+    writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm="AES-256")
+    with target.open("wb") as f:
+        writer.write(f)
+    return target
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Iterator[Path]:
+    """A private copy of ingest/ that a test may change."""
+    import shutil
+
+    target = tmp_path / "samples"
+    shutil.copytree(SAMPLES, target)
+    yield target

@@ -1,0 +1,69 @@
+"""Settings: code defaults, YAML profiles, env vars and flags, in that order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from privatellm.config import Settings, load_settings
+from privatellm.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_default_yaml_equals_code_defaults() -> None:
+    written = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
+    assert written == Settings().model_dump(mode="json", exclude={"data_dir"})
+
+
+def test_every_setting_has_a_description() -> None:
+    def walk(model: type) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+            annotation = field.annotation
+            if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+                missing += walk(annotation)
+            elif not field.description:
+                missing.append(name)
+        return missing
+
+    assert walk(Settings) == []
+
+
+def test_layers_yaml_then_env_then_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("chunking:\n  chunk_tokens: 100\n  overlap_tokens: 10\ncollection: a1b\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("chunking:\n  chunk_tokens: ${CHUNK:120}\n")
+    settings = load_settings([base, top])
+    assert (settings.chunking.chunk_tokens, settings.chunking.overlap_tokens) == (120, 10)
+    monkeypatch.setenv("CHUNK", "130")
+    assert load_settings([base, top]).chunking.chunk_tokens == 130
+    monkeypatch.setenv("PRIVATELLM_CHUNKING__CHUNK_TOKENS", "140")
+    monkeypatch.setenv("PRIVATELLM_DATA_DIR", str(tmp_path / "env"))
+    settings = load_settings([base, top])
+    assert settings.chunking.chunk_tokens == 140 and settings.data_dir == tmp_path / "env"
+    flagged = load_settings([base, top], {"data_dir": tmp_path / "flag"})
+    assert flagged.data_dir == tmp_path / "flag"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("chunking:\n  chunk_tokens: 2\n", "invalid setting chunking.chunk_tokens"),
+        ("embedding:\n  precision: fp8\n", "invalid setting embedding.precision"),
+        ("nonsense_key: 1\n", "invalid setting nonsense_key"),
+        ("- a list\n", "must hold a mapping"),
+        ("a: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings([path])
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,55 @@
+"""The Chroma store: index settings applied, records on head chunks, crash leftovers harmless."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from privatellm.chunking import chunk_id
+from privatellm.config import StoreSettings
+from privatellm.store import ChromaStore, Collection
+from privatellm.types import Chunk, DocumentRecord
+
+
+def _doc(doc_id: str, n: int) -> tuple[DocumentRecord, list[Chunk], np.ndarray]:
+    chunks = [
+        Chunk(chunk_id(doc_id, i), doc_id, f"/d/{doc_id}.txt", None, i, 0, 5, f"text {doc_id} {i}")
+        for i in range(n)
+    ]
+    record = DocumentRecord(doc_id, f"/d/{doc_id}.txt", doc_id * 4, 1, n, "2026-01-01T00:00:00")
+    vectors = np.random.default_rng(len(doc_id) + n).normal(size=(n, 8)).astype(np.float32)
+    return record, chunks, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_hnsw_settings_and_model_are_recorded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = StoreSettings(hnsw_construction_ef=123, hnsw_search_ef=77, hnsw_max_neighbors=24)
+    store = ChromaStore(tmp_path, settings)
+    collection = store.create("notes", "model-x", 8)
+    assert collection.model == ("model-x", 8)
+    hnsw = store._client.get_collection("notes").configuration_json["hnsw"]
+    assert (hnsw["ef_construction"], hnsw["ef_search"], hnsw["max_neighbors"]) == (123, 77, 24)
+    assert hnsw["space"] == "cosine"
+    assert ChromaStore(tmp_path, settings).names() == ["notes"]
+
+
+def test_half_written_document_is_invisible_and_repaired(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    collection: Collection = ChromaStore(tmp_path, StoreSettings()).create("c01", "m", 8)
+    whole = _doc("whole", 3)
+    collection.add(*whole)
+    _record, chunks, vectors = _doc("torn", 4)
+    # what a crash after the first write batch leaves: chunks 1..3 without their head
+    collection._c.upsert(
+        ids=[c.id for c in chunks[1:]],
+        embeddings=vectors[1:],
+        documents=[c.text for c in chunks[1:]],
+        metadatas=[
+            {"doc_id": "torn", "source": "/d/torn.txt", "chunk_index": i, "start": 0, "end": 5}
+            for i in range(1, 4)
+        ],
+    )
+    assert [r.id for r in collection.documents()] == ["whole"]
+    hits = collection.query(vectors[2].tolist(), k=7)
+    assert {h.chunk.doc_id for h in hits} == {"whole"}
+    assert collection.repair(collection.documents()) == 3
+    assert collection.count() == 3
+    collection.delete(whole[0])
+    assert collection.count() == 0 and collection.documents() == []
