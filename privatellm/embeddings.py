@@ -6,7 +6,6 @@ it. torch and sentence-transformers are imported only when a real model is loade
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import os
@@ -29,12 +28,47 @@ if TYPE_CHECKING:
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 
 
+class WordCounter:
+    """Counts words and CJK characters: the token count of models without a tokenizer."""
+
+    def __call__(self, text: str) -> int:
+        return len(_TOKEN.findall(text))
+
+
+class TokenizerCounter:
+    """Counts tokens with a Hugging Face fast tokenizer, whole text, no special tokens.
+
+    Pickles as the tokenizer's JSON, so parser processes count exactly as the model does.
+    """
+
+    def __init__(self, tokenizer_json: str) -> None:
+        self._json = tokenizer_json
+        self._tokenizer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_json": self._json, "_tokenizer": None}
+
+    def __call__(self, text: str) -> int:
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            # The model's own truncation would cap the count at its input length.
+            self._tokenizer = Tokenizer.from_str(self._json)
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+TokenCounter = WordCounter | TokenizerCounter
+
+
 class Embedder(ABC):
     """A text embedding model. Subclasses implement embed_batch; the rest is built on it."""
 
     name: str  # identifies the model in the store: a collection refuses vectors of another
     dimension: int
     precision: str = "fp32"
+    count_tokens: TokenCounter = WordCounter()  # chunk sizes are measured in these tokens
 
     @abstractmethod
     def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
@@ -43,10 +77,6 @@ class Embedder(ABC):
     def embed_query(self, text: str) -> list[float]:
         """Returns the embedding of one query as a list."""
         return [float(x) for x in self.embed_batch([text])[0]]
-
-    def count_tokens(self, text: str) -> int:
-        """Returns the length of text in the model's tokens (chunk sizes are measured in them)."""
-        return len(_TOKEN.findall(text))
 
 
 class HashingEmbedder(Embedder):
@@ -135,7 +165,7 @@ class SentenceTransformerEmbedder(Embedder):
         if not dimension:
             raise ModelError(f"{model_dir}: the model does not say its embedding dimension")
         self.dimension = int(dimension)
-        self._tokenizer = _untruncated(self._model.tokenizer)
+        self.count_tokens = TokenizerCounter(self._model.tokenizer.backend_tokenizer.to_str())
         self._batch_size = settings.batch_size
 
     def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
@@ -148,9 +178,6 @@ class SentenceTransformerEmbedder(Embedder):
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
-
 
 def _choose_precision(precision: str, device: str) -> str:
     if precision != "auto":
@@ -158,15 +185,6 @@ def _choose_precision(precision: str, device: str) -> str:
     if device == "cuda":
         return "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def _untruncated(tokenizer: Any) -> Any:
-    # The raw Rust tokenizer, without the model's truncation: counting must see the whole text,
-    # and going through the Python wrapper would warn on every long text it measures.
-    backend = copy.deepcopy(tokenizer.backend_tokenizer)
-    backend.no_truncation()
-    backend.no_padding()
-    return backend
 
 
 def build_embedder(settings: EmbeddingSettings) -> Embedder:

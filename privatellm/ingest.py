@@ -13,11 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from privatellm.chunking import Chunker
-from privatellm.config import IngestSettings
+from privatellm.config import ChunkingSettings, IngestSettings
 from privatellm.embeddings import Embedder
-from privatellm.errors import LoaderError
-from privatellm.loaders import file_hash, parse, read_file, supported
+from privatellm.loaders import supported
+from privatellm.parsing import Job, Parsed, parse_all
 from privatellm.store import Collection
 from privatellm.types import (
     Chunk,
@@ -120,6 +119,10 @@ class _Silent:
         pass
 
 
+# Below this many files, starting parser processes costs more than it saves.
+PARALLEL_FROM_FILES = 8
+
+
 class Ingestor:
     """Runs ingests of paths into one collection; holds the collection's records meanwhile."""
 
@@ -127,13 +130,13 @@ class Ingestor:
         self,
         collection: Collection,
         embedder: Embedder,
-        chunker: Chunker,
+        chunking: ChunkingSettings,
         settings: IngestSettings,
         batch_chunks: int,
     ) -> None:
         self._collection = collection
         self._embedder = embedder
-        self._chunker = chunker
+        self._chunking = chunking
         self._settings = settings
         self._batch_chunks = batch_chunks
         self._records = {r.source: r for r in collection.documents()}
@@ -149,9 +152,17 @@ class Ingestor:
         found = discover(paths, self._settings.follow_symlinks)
         report = IngestReport(outcomes=list(found.skipped))
         bar.start(len(found.files))
+        jobs = [self._job(path) for path in found.files]
+        parsed = parse_all(
+            jobs,
+            self._chunking,
+            self._embedder.count_tokens,
+            self._settings,
+            parallel=len(jobs) >= PARALLEL_FROM_FILES,
+        )
         pending: list[_Pending] = []
-        for path in found.files:
-            item = self._prepare(path, report)
+        for result in parsed:
+            item = self._decide(result, report)
             if item is None:
                 bar.advance(1, 0)
                 continue
@@ -168,32 +179,31 @@ class Ingestor:
         report.total_chunks = self._collection.count()
         return report
 
-    def _prepare(self, path: Path, report: IngestReport) -> _Pending | None:
+    def _job(self, path: Path) -> Job:
         shown = display_path(path)
         old = self._records.get(shown)
-        try:
-            data = read_file(path, int(self._settings.max_file_mb * 2**20))
-            digest = file_hash(data)
-            if old is not None and old.content_hash == digest:
-                report.outcomes.append(FileOutcome(shown, "unchanged"))
-                return None
-            first = self._claimed.setdefault(digest, shown)
-            if first != shown:  # an earlier file of this run has the same bytes
-                report.outcomes.append(FileOutcome(shown, "duplicate", f"same content as {first}"))
-                return None
-            twin = self._by_hash.get(digest)
-            if twin is not None and os.path.exists(twin.source):
-                if old is not None:  # this file now repeats another one: its old text is gone
-                    self._forget(old)
-                reason = f"same content as {twin.source}"
-                report.outcomes.append(FileOutcome(shown, "duplicate", reason))
-                return None
-            document = parse(path, data, shown, self._settings.max_line_chars)
-        except LoaderError as e:
-            report.outcomes.append(FileOutcome(shown, "failed", str(e)))
+        return Job(path, shown, old.content_hash if old else None)
+
+    def _decide(self, parsed: Parsed, report: IngestReport) -> _Pending | None:
+        shown = parsed.job.shown
+        if parsed.error:
+            report.outcomes.append(FileOutcome(shown, "failed", parsed.error))
             return None
+        if parsed.unchanged:
+            report.outcomes.append(FileOutcome(shown, "unchanged"))
+            return None
+        old = self._records.get(shown)
+        first = self._claimed.setdefault(parsed.digest, shown)
+        twin = self._by_hash.get(parsed.digest)
+        if first != shown or (twin is not None and os.path.exists(twin.source)):
+            if old is not None:  # this file now repeats another one: its old text is gone
+                self._forget(old)
+            source = first if first != shown else twin.source  # type: ignore[union-attr]
+            report.outcomes.append(FileOutcome(shown, "duplicate", f"same content as {source}"))
+            return None
+        assert parsed.document is not None
         # A file whose content was ingested under a path that is gone has moved.
-        return _Pending(document, self._chunker.split(document), old or twin)
+        return _Pending(parsed.document, parsed.chunks, old or twin)
 
     def _write(self, pending: list[_Pending], report: IngestReport, bar: Progress) -> None:
         texts = [c.text for p in pending for c in p.chunks]

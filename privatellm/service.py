@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
-from privatellm.chunking import Chunker
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder, build_embedder
 from privatellm.engines import Engine
@@ -89,7 +88,7 @@ class Service:
             ingestor = Ingestor(
                 self._writable(collection),
                 embedder,
-                Chunker(self.settings.chunking, embedder.count_tokens),
+                self.settings.chunking,
                 self.settings.ingest,
                 batch_chunks=512,
             )

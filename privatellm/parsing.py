@@ -1,0 +1,101 @@
+"""Parsing: files in, their chunks out, in order; in parser processes beside the embedder.
+
+PDF text extraction (pypdf, ~10-50 pages/s) costs about as much CPU as embedding the text, so
+ingest parses the next files in other processes while the main process embeds. At most a few
+files are parsed ahead, so memory stays flat however large the corpus.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from privatellm.chunking import Chunker
+from privatellm.config import ChunkingSettings, IngestSettings
+from privatellm.embeddings import TokenCounter
+from privatellm.errors import LoaderError
+from privatellm.loaders import file_hash, parse, read_file
+from privatellm.types import Chunk, Document
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    shown: str  # the path as stored and printed
+    known_hash: str | None  # content hash already ingested for this path, if any
+
+
+@dataclass
+class Parsed:
+    """What became of one file: unchanged, failed (with a reason), or a chunked document."""
+
+    job: Job
+    digest: str = ""
+    document: Document | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.error and self.document is None
+
+
+class _Worker:
+    """Per-process state: the chunker, built once from picklable parts."""
+
+    chunker: Chunker | None = None
+    settings: IngestSettings | None = None
+
+
+def _setup(chunking: ChunkingSettings, counter: TokenCounter, settings: IngestSettings) -> None:
+    _Worker.chunker = Chunker(chunking, counter)
+    _Worker.settings = settings
+
+
+def _parse(job: Job) -> Parsed:
+    chunker, settings = _Worker.chunker, _Worker.settings
+    assert chunker is not None and settings is not None, "_setup() runs first"
+    try:
+        data = read_file(job.path, int(settings.max_file_mb * 2**20))
+        digest = file_hash(data)
+        if digest == job.known_hash:  # unchanged: one read, no parse
+            return Parsed(job, digest)
+        document = parse(job.path, data, job.shown, settings.max_line_chars)
+        return Parsed(job, digest, document, chunker.split(document))
+    except LoaderError as e:
+        return Parsed(job, error=str(e))
+    except Exception as e:  # a parser bug on one file must not end the whole ingest
+        return Parsed(job, error=f"{job.path.name}: unexpected {type(e).__name__}: {e}"[:300])
+
+
+def parse_all(
+    jobs: Iterable[Job],
+    chunking: ChunkingSettings,
+    counter: TokenCounter,
+    settings: IngestSettings,
+    parallel: bool,
+) -> Iterator[Parsed]:
+    """Yields each job's result in job order, parsing ahead in worker processes if parallel."""
+    if not parallel or settings.workers == 0:
+        _setup(chunking, counter, settings)
+        yield from map(_parse, jobs)
+        return
+    # spawn, not fork: the parent holds torch's thread pools, which a forked child would inherit.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        settings.workers,
+        mp_context=context,
+        initializer=_setup,
+        initargs=(chunking, counter, settings),
+    ) as pool:
+        ahead: deque[Future[Parsed]] = deque()
+        for job in jobs:
+            ahead.append(pool.submit(_parse, job))
+            if len(ahead) > 2 * settings.workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
