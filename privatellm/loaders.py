@@ -99,9 +99,11 @@ def _html_to_text(markup: bytes | str) -> str:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(markup, "lxml")
+    # The title often tells apart pages built on one template, so it stays; the rest of <head> goes.
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup(["script", "style", "noscript", "template", "svg", "head"]):
         tag.decompose()
-    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    lines = (line.strip() for line in [title, *soup.get_text("\n").splitlines()])
     return "\n".join(line for line in lines if line)
 
 

@@ -45,7 +45,7 @@ def test_html_keeps_text_drops_scripts_and_styles(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     (text,) = _parse(page)
-    assert "Heading" in text and "Visible & kept." in text and "北京" in text
+    assert text.startswith("T\nHeading") and "Visible & kept." in text and "北京" in text
     assert "secret" not in text and "color" not in text
 
 
