@@ -6,6 +6,7 @@ it. torch and sentence-transformers are imported only when a real model is loade
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.util
@@ -193,10 +194,8 @@ def _release_freed_memory() -> None:
     # Tensors of ever-changing shapes leave glibc's heap fragmented, and RSS climbs though the
     # memory is free; handing it back between batches kept peak RSS flat. Linux/glibc only.
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
 
 
 def _choose_precision(precision: str, device: str) -> str:
