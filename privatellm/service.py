@@ -1,4 +1,4 @@
-"""The composition root: builds the embedder, store and chunker from settings, once, lazily.
+"""The composition root: builds the embedder, store and engine from settings, once, lazily.
 
 The CLI, the HTTP API and the Streamlit page all talk to a Service and to nothing below it.
 """
