@@ -168,7 +168,7 @@ class SentenceTransformerEmbedder(Embedder):
         self._model.to(dtypes[self.precision])
         # Padding every batch to a multiple of 32 tokens bounds the set of input shapes: torch's
         # CPU kernels keep state per shape, and unbounded shapes meant unbounded memory.
-        first = self._model[0]
+        first: Any = self._model[0]
         first.processing_kwargs = {**first.processing_kwargs, "text": {"pad_to_multiple_of": 32}}
         self._model.eval()
         dimension = self._model.get_embedding_dimension()

@@ -8,6 +8,7 @@ files are parsed ahead, so memory stays flat however large the corpus.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -56,6 +57,15 @@ def _setup(chunking: ChunkingSettings, counter: TokenCounter, settings: IngestSe
     _Worker.settings = settings
 
 
+def _setup_worker(
+    chunking: ChunkingSettings, counter: TokenCounter, settings: IngestSettings
+) -> None:
+    # Ctrl-C is the main process's to handle: it stops cleanly and says so; workers printing
+    # their own KeyboardInterrupt tracebacks would bury that message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _setup(chunking, counter, settings)
+
+
 def _parse(job: Job) -> Parsed:
     chunker, settings = _Worker.chunker, _Worker.settings
     assert chunker is not None and settings is not None, "_setup() runs first"
@@ -89,7 +99,7 @@ def parse_all(
     with ProcessPoolExecutor(
         settings.workers,
         mp_context=context,
-        initializer=_setup,
+        initializer=_setup_worker,
         initargs=(chunking, counter, settings),
     ) as pool:
         ahead: deque[Future[Parsed]] = deque()
