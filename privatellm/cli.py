@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
@@ -20,15 +20,7 @@ if TYPE_CHECKING:
     from privatellm.types import IngestReport
 
 
-OUTCOMES: tuple[Outcome, ...] = (
-    "added",
-    "updated",
-    "unchanged",
-    "removed",
-    "duplicate",
-    "skipped",
-    "failed",
-)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)  # in the order the summary prints them
 COLLECTION = click.option(
     "--collection", "-c", default=None, help="Collection to use (default: 'default')."
 )

@@ -195,11 +195,11 @@ class Ingestor:
         old = self._records.get(shown)
         first = self._claimed.setdefault(parsed.digest, shown)
         twin = self._by_hash.get(parsed.digest)
-        if first != shown or (twin is not None and os.path.exists(twin.source)):
+        original = first if first != shown else twin.source if twin else None
+        if original is not None and os.path.exists(original):
             if old is not None:  # this file now repeats another one: its old text is gone
                 self._forget(old)
-            source = first if first != shown else twin.source  # type: ignore[union-attr]
-            report.outcomes.append(FileOutcome(shown, "duplicate", f"same content as {source}"))
+            report.outcomes.append(FileOutcome(shown, "duplicate", f"same content as {original}"))
             return None
         assert parsed.document is not None
         # A file whose content was ingested under a path that is gone has moved.

@@ -61,7 +61,7 @@ class DocumentRecord:
     ingested_at: str  # ISO 8601, UTC
 
 
-Outcome = Literal["added", "updated", "unchanged", "removed", "failed", "skipped", "duplicate"]
+Outcome = Literal["added", "updated", "unchanged", "removed", "duplicate", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
