@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import importlib.util
 import os
@@ -190,12 +191,19 @@ class SentenceTransformerEmbedder(Embedder):
         return np.asarray(vectors, dtype=np.float32)
 
 
+@functools.cache
+def _libc() -> Any:
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL("libc.so.6")
+    return None
+
+
 def _release_freed_memory() -> None:
     # Tensors of ever-changing shapes leave glibc's heap fragmented, and RSS climbs though the
     # memory is free; handing it back between batches kept peak RSS flat. Linux/glibc only.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+    libc = _libc() if sys.platform.startswith("linux") else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _choose_precision(precision: str, device: str) -> str:
