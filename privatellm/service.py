@@ -5,19 +5,28 @@ The CLI, the HTTP API and the Streamlit page all talk to a Service and to nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from functools import cached_property
 from pathlib import Path
 
+from privatellm.chunking import chunk_id
+from privatellm.citations import attribute, citations, render
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder, build_embedder
-from privatellm.engines import Engine
+from privatellm.engines import Engine, Message, build_engine
 from privatellm.errors import NotFoundError, StoreLockedError
 from privatellm.ingest import Ingestor, display_path
-from privatellm.prompts import build_messages
+from privatellm.lexical import LexicalIndex
+from privatellm.prompts import (
+    build_messages,
+    condense_messages,
+    summary_budget,
+    summary_messages,
+)
+from privatellm.retrieval import Mode, Retrieval, Retriever
 from privatellm.store import ChromaStore, Collection, check_collection_name
-from privatellm.types import DocumentRecord, IngestReport, Progress, ScoredChunk
+from privatellm.types import Answer, DocumentRecord, IngestReport, Progress, ScoredChunk
 
 
 class Service:
@@ -27,6 +36,7 @@ class Service:
         self, settings: Settings, embedder: Embedder | None = None, engine: Engine | None = None
     ) -> None:
         self.settings = settings
+        self._lexicals: dict[str, tuple[int | None, LexicalIndex]] = {}
         # Injected parts replace the ones the settings would build (a shared model in tests).
         if embedder is not None:
             self.__dict__["embedder"] = embedder
@@ -39,9 +49,7 @@ class Service:
 
     @cached_property
     def engine(self) -> Engine:
-        from privatellm.engines.llamacpp import LlamaCppEngine
-
-        return LlamaCppEngine(self.settings.engine)
+        return build_engine(self.settings.engine)
 
     @cached_property
     def store(self) -> ChromaStore:
@@ -85,14 +93,17 @@ class Service:
         """Returns the outcome per file after bringing the collection in step with paths."""
         with self._writing():
             embedder = self.embedder
+            target = self._writable(collection)
             ingestor = Ingestor(
-                self._writable(collection),
+                target,
                 embedder,
                 self.settings.chunking,
                 self.settings.ingest,
                 batch_chunks=512,
             )
-            return ingestor.run(paths, prune=prune, progress=progress)
+            report = ingestor.run(paths, prune=prune, progress=progress)
+            self._sync_lexical(target)
+            return report
 
     def documents(self, collection: str | None = None) -> list[DocumentRecord]:
         """Returns the documents in a collection (no model is loaded for this)."""
@@ -104,24 +115,201 @@ class Service:
             target = self.store.open(self._name(collection))
             record = _find(target.documents(), id_or_path)
             target.delete(record)
+            self._sync_lexical(target)
             return record
 
-    def retrieve(
-        self, question: str, collection: str | None = None, top_k: int = 5
-    ) -> list[ScoredChunk]:
-        """Returns the top_k chunks nearest to the question, best first."""
+    # -- retrieval -------------------------------------------------------------------------------
+
+    def lexical(self, collection: str | None = None) -> LexicalIndex:
+        """Returns the collection's lexical index, in step with the store."""
+        name = self._name(collection)
+        path = self._lexical_path(name)
+        try:
+            stamp: int | None = path.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        cached = self._lexicals.get(name)
+        if cached is not None and stamp is not None and cached[0] == stamp:
+            return cached[1]
+        index = self._sync_lexical(self.store.open(name), save=False)
+        self._lexicals[name] = (stamp, index)
+        return index
+
+    def _lexical_path(self, name: str) -> Path:
+        return self.settings.data_dir / "lexical" / f"{name}.npz"
+
+    def _sync_lexical(self, collection: Collection, save: bool = True) -> LexicalIndex:
+        """Returns the collection's lexical index brought in step with the store.
+
+        save=True (a writer holding the lock) writes it back when it changed; a reader saves it
+        only if no writer is busy, and otherwise keeps its in-step copy in memory.
+        """
+        path = self._lexical_path(collection.name)
+        index = LexicalIndex.load(path) or LexicalIndex.empty()
+        drop, add = index.stale(collection.documents())
+        if not drop and not add:
+            return index
+        index = index.updated(drop, add, collection.chunk_texts([r.id for r in add]))
+        if save:
+            index.save(path)
+        else:
+            with suppress(StoreLockedError), self._writing():
+                index.save(path)
+        return index
+
+    def retriever(self, collection: str | None = None) -> Retriever:
+        """Returns a retriever over one collection, lexical index in step with the store."""
         target = self.store.open(self._name(collection))
         target.check_model(self.embedder.name, self.embedder.dimension)
-        return target.query(self.embedder.embed_query(question), top_k)
+        return Retriever(target, self.lexical(collection), self.embedder, self.settings.retrieval)
+
+    def search(
+        self,
+        question: str,
+        collection: str | None = None,
+        top_k: int | None = None,
+        mode: Mode | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> Retrieval:
+        """Returns the best chunks for question and the evidence behind them.
+
+        sources (document ids, id prefixes or paths) restricts the search to those documents.
+        """
+        doc_ids = None
+        if sources:
+            records = self.documents(collection)
+            doc_ids = [_find(records, s).id for s in sources]
+        return self.retriever(collection).search(question, top_k, mode, doc_ids)
+
+    def retrieve(
+        self,
+        question: str,
+        collection: str | None = None,
+        top_k: int | None = None,
+        mode: Mode | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> list[ScoredChunk]:
+        """Returns the top_k chunks for the question, best first."""
+        return self.search(question, collection, top_k, mode, sources).hits
+
+    # -- answering -------------------------------------------------------------------------------
+
+    def condense(self, question: str, history: Sequence[Message]) -> str:
+        """Returns the question rewritten to stand alone, given the conversation before it."""
+        if not history or not self.settings.answer.condense:
+            return question
+        limit = self.engine.count_tokens(question) * 3 + 32
+        rewritten = "".join(self.engine.stream(condense_messages(question, history), limit))
+        rewritten = " ".join(rewritten.split()).strip("\"'")
+        # A small model sometimes answers instead of rewriting, or rambles; then retrieval gets
+        # the previous question and the follow-up together, which keeps the topic in view.
+        if not rewritten or len(rewritten) > 3 * len(question) + 100 or "\n" in rewritten:
+            previous = [m["content"] for m in history if m["role"] == "user"]
+            return f"{previous[-1]} {question}" if previous else question
+        return rewritten
 
     def ask(
-        self, question: str, collection: str | None = None
-    ) -> tuple[Iterator[str], list[ScoredChunk]]:
-        """Returns the streamed answer and the passages it was given, best first."""
-        settings = self.settings.engine
-        hits = self.retrieve(question, collection, settings.top_k)
-        messages, used = build_messages(question, hits, self.engine, settings.max_tokens)
-        return self.engine.stream(messages), used
+        self,
+        question: str,
+        collection: str | None = None,
+        history: Sequence[Message] = (),
+        top_k: int | None = None,
+        mode: Mode | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> Reply:
+        """Returns the answer being generated: iterate it for the text, then call .answer()."""
+        standalone = self.condense(question, history)
+        found = self.search(standalone, collection, top_k, mode, sources)
+        settings = self.settings.answer
+        evidence = found.evidence
+        if not found.hits or (
+            settings.abstain
+            and evidence.dense < settings.min_dense
+            and evidence.lexical < settings.min_lexical
+        ):
+            answer = Answer(question, standalone, ABSTAIN, [], found.hits, abstained=True)
+            return Reply(iter([ABSTAIN]), lambda _text: answer)
+        engine = self.engine
+        max_tokens = self.settings.engine.max_tokens
+        messages, used = build_messages(standalone, found.hits, engine, max_tokens)
+
+        def finish(text: str) -> Answer:
+            sentences = attribute(text, used, self.embedder, settings.min_support)
+            return Answer(
+                question,
+                standalone,
+                render(sentences),
+                citations(sentences, used),
+                used,
+                abstained=False,
+                unsupported=[s.text for s in sentences if not s.supported],
+            )
+
+        return Reply(engine.stream(messages), finish)
+
+    def summarize(self, id_or_path: str, collection: str | None = None) -> Iterator[str]:
+        """Yields a summary of one document: partial summaries of windows that fit the context,
+        combined until one prompt holds them all (map-reduce)."""
+        target = self.store.open(self._name(collection))
+        record = _find(target.documents(), id_or_path)
+        order = {chunk_id(record.id, i): i for i in range(record.chunks)}
+        texts = [c.text for c in sorted(target.chunk_texts([record.id]), key=lambda c: order[c.id])]
+        engine, answer_tokens = self.engine, self.settings.engine.max_tokens
+        budget = summary_budget(engine, answer_tokens)
+        combine = False
+        while True:
+            windows = _windows(texts, engine.count_tokens, budget)
+            if len(windows) <= 1:
+                yield from engine.stream(summary_messages(windows[0] if windows else "", combine))
+                return
+            texts = ["".join(engine.stream(summary_messages(w, combine))) for w in windows]
+            combine = True
+
+
+ABSTAIN = "The documents don't say: nothing retrieved for this question is close enough to it."
+
+
+class Reply:
+    """An answer in the making: iterating yields its text as generated; answer() finishes it."""
+
+    def __init__(self, pieces: Iterator[str], finish: Callable[[str], Answer]) -> None:
+        self._pieces = pieces
+        self._finish = finish
+        self._text: list[str] = []
+        self._answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            self._text.append(piece)
+            yield piece
+
+    def answer(self) -> Answer:
+        """Returns the finished answer with citations (generating the rest of it if need be)."""
+        if self._answer is None:
+            for _ in self:
+                pass
+            self._answer = self._finish("".join(self._text))
+        return self._answer
+
+
+def _windows(texts: Sequence[str], count: Callable[[str], int], budget: int) -> list[str]:
+    """Returns texts joined into as few windows of at most budget tokens as order allows."""
+    windows: list[str] = []
+    current: list[str] = []
+    used = 0
+    for text in texts:
+        cost = count(text) + 1
+        if current and used + cost > budget:
+            windows.append("\n".join(current))
+            current, used = [], 0
+        if cost > budget:  # one text longer than a window: cut it by characters
+            text = text[: max(1, len(text) * budget // cost)]
+            cost = budget
+        current.append(text)
+        used += cost
+    if current:
+        windows.append("\n".join(current))
+    return windows
 
 
 def _find(records: Sequence[DocumentRecord], id_or_path: str) -> DocumentRecord:

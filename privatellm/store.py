@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from privatellm.chunking import chunk_id
 from privatellm.config import StoreSettings
 from privatellm.errors import ConfigError, EmbeddingMismatchError, NotFoundError
-from privatellm.types import Chunk, DocumentRecord, ScoredChunk
+from privatellm.types import Chunk, ChunkText, DocumentRecord, ScoredChunk
 
 if TYPE_CHECKING:
     import numpy as np
@@ -212,6 +212,35 @@ class Collection:
             self._c.delete(ids=orphans[start : start + self._write_batch])
         return len(orphans)
 
+    def chunk_texts(self, doc_ids: Sequence[str]) -> list[ChunkText]:
+        """Returns the text of every stored chunk of the given documents."""
+        found: list[ChunkText] = []
+        ids = sorted(set(doc_ids))
+        for start in range(0, len(ids), 100):
+            part = self._c.get(
+                where={"doc_id": {"$in": ids[start : start + 100]}},
+                include=["documents", "metadatas"],
+            )
+            found += [
+                ChunkText(cid, str(meta["doc_id"]), text)
+                for cid, text, meta in zip(
+                    part["ids"], part["documents"], part["metadatas"], strict=True
+                )
+            ]
+        return found
+
+    def chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        """Returns the stored chunks with the given ids, in that order, from complete documents."""
+        if not ids:
+            return []
+        got = self._c.get(ids=list(ids), include=["documents", "metadatas"])
+        by_id = {
+            cid: _chunk(cid, text, meta)
+            for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        }
+        found = [ScoredChunk(by_id[i], 0.0) for i in ids if i in by_id]
+        return [h.chunk for h in self._complete(found)]
+
     def query(
         self, vector: Sequence[float], k: int, doc_ids: Sequence[str] | None = None
     ) -> list[ScoredChunk]:
@@ -229,7 +258,7 @@ class Collection:
             include=["documents", "metadatas", "distances"],
         )
         hits = [
-            ScoredChunk(chunk=_chunk(cid, text, meta), score=1.0 - float(distance))
+            ScoredChunk(_chunk(cid, text, meta), 1.0 - float(distance), dense=1.0 - float(distance))
             for cid, text, meta, distance in zip(
                 result["ids"][0],
                 result["documents"][0],

@@ -44,9 +44,20 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class ChunkText:
+    """A stored chunk's text and owner: what the lexical index is built from."""
+
+    id: str
+    doc_id: str
+    text: str
+
+
+@dataclass(frozen=True)
 class ScoredChunk:
     chunk: Chunk
-    score: float  # cosine similarity, higher is better
+    score: float  # what the ranking used, 0..1, higher is better (see `retrieval`)
+    dense: float | None = None  # cosine similarity to the question, when dense search found it
+    lexical: float | None = None  # BM25 score, when lexical search found it
 
 
 @dataclass(frozen=True)
@@ -107,3 +118,51 @@ class Progress(Protocol):
     def advance(self, files: int, chunks: int) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage an answer cites: [n] in the answer text is passage n of the prompt."""
+
+    n: int
+    source: str
+    page: int | None
+    text: str
+    score: float
+
+    @classmethod
+    def of(cls, n: int, hit: ScoredChunk) -> Citation:
+        c = hit.chunk
+        return cls(n=n, source=c.source, page=c.page, text=c.text, score=round(hit.score, 4))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "n": self.n,
+            "source": self.source,
+            "page": self.page,
+            "text": self.text,
+            "score": self.score,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished answer: text with [n] markers, what they cite, and what backs it."""
+
+    question: str  # as asked
+    standalone: str  # the question retrieval used (a follow-up rewritten to stand alone)
+    text: str
+    citations: list[Citation]
+    passages: list[ScoredChunk]  # every passage the model was given, in prompt order
+    abstained: bool  # True: the documents did not hold enough to answer; the model was not called
+    unsupported: list[str] = field(default_factory=list)  # sentences no passage supports
+
+    def to_json(self) -> dict[str, object]:
+        """Returns the `privatellm ask --json` shape."""
+        return {
+            "answer": self.text,
+            "citations": [c.to_json() for c in self.citations],
+            "abstained": self.abstained,
+            "unsupported": self.unsupported,
+            "question": self.standalone,
+        }

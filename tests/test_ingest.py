@@ -116,7 +116,8 @@ def test_cli_contract(tmp_path: Path, sample_copy: Path) -> None:
             "--data-dir", data, "retrieve", "Llama 3 context length", "--json", "-k", "2"
         ).stdout
     )
-    assert len(hits) == 2 and set(hits[0]) == {"source", "page", "text", "score"}
+    assert len(hits) == 2
+    assert set(hits[0]) == {"source", "page", "text", "score", "dense", "lexical"}
     assert hits[0]["page"] == 2 and hits[0]["score"] >= hits[1]["score"]
 
     removed = run_cli("--data-dir", data, "docs", "rm", listed[0]["id"])

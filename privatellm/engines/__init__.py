@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from privatellm.config import EngineSettings
 
 
 class Message(TypedDict):
@@ -21,6 +24,19 @@ class Engine(Protocol):
         """Returns the length of text in the model's tokens."""
         ...
 
-    def stream(self, messages: Sequence[Message]) -> Iterator[str]:
-        """Yields the reply to messages piece by piece, formatted by the model's chat template."""
+    def stream(self, messages: Sequence[Message], max_tokens: int | None = None) -> Iterator[str]:
+        """Yields the reply to messages piece by piece, formatted by the model's chat template.
+
+        max_tokens caps this reply (None: the engine's setting)."""
         ...
+
+
+def build_engine(settings: EngineSettings) -> Engine:
+    """Returns the engine settings.kind names; its backend is imported only now."""
+    if settings.kind == "fake":
+        from privatellm.engines.fake import FakeEngine
+
+        return FakeEngine(settings)
+    from privatellm.engines.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(settings)

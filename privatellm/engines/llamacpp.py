@@ -48,6 +48,8 @@ class LlamaCppEngine:
                 model_path=str(path),
                 n_ctx=settings.context_tokens,
                 n_threads=settings.threads or os.cpu_count() or 1,
+                n_batch=min(settings.batch_tokens, settings.context_tokens),
+                flash_attn=settings.flash_attention,
                 verbose=False,
             )
         except ValueError as e:
@@ -56,10 +58,10 @@ class LlamaCppEngine:
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def stream(self, messages: Sequence[Message]) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], max_tokens: int | None = None) -> Iterator[str]:
         parts: Any = self._llm.create_chat_completion(
             messages=list(messages),  # type: ignore[arg-type]
-            max_tokens=self._settings.max_tokens,
+            max_tokens=max_tokens or self._settings.max_tokens,
             temperature=self._settings.temperature,
             stream=True,
         )

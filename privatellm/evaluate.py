@@ -1,0 +1,276 @@
+"""Evaluation on a QA set (the schema of ../shared/eval/dev/qa.jsonl): retrieval, pages,
+abstention, answers, citations and latency, per dataset and per language.
+
+Scoring works on plain (source, page) lists, so a pipeline that is not privatellm's (the
+LangChain baseline in benchmarks/) is scored by the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from privatellm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from privatellm.retrieval import Mode
+    from privatellm.service import Service
+
+DEPTH = 10  # chunks retrieved per question: hit@1/3/5 and MRR@10 come from these
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    answer: str | None
+    gold_source: str | None  # relative to the docs folder
+    gold_pages: frozenset[int]  # 1-based; empty when the set gives none
+    lang: str
+    dataset: str
+    answerable: bool
+    aliases: tuple[str, ...] = ()
+
+
+def load_items(path: Path) -> list[Item]:
+    """Returns the questions of a QA JSONL file; a malformed line is a ConfigError naming it."""
+    items: list[Item] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pages = {e["page"] for e in row.get("gold_evidence") or [] if e.get("page")}
+            if row.get("gold_page"):
+                pages.add(row["gold_page"])
+            items.append(
+                Item(
+                    id=str(row["id"]),
+                    question=str(row["question"]),
+                    answer=row.get("answer"),
+                    gold_source=row.get("gold_source"),
+                    gold_pages=frozenset(int(p) for p in pages),
+                    lang=str(row.get("lang", "")),
+                    dataset=str(row.get("dataset", "")),
+                    answerable=bool(row.get("answerable", True)),
+                    aliases=tuple(row.get("answer_aliases") or ()),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"{path}:{number}: not a QA item ({e})") from e
+    if not items:
+        raise ConfigError(f"{path} holds no questions")
+    return items
+
+
+def sample(items: Sequence[Item], n: int | None) -> list[Item]:
+    """Returns n items spread evenly over the file (deterministic), or all of them."""
+    if not n or n >= len(items):
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+@dataclass
+class Scored:
+    """One question's outcome."""
+
+    id: str
+    dataset: str
+    lang: str
+    answerable: bool
+    rank: int | None  # 1-based rank of the first chunk from the gold document, within DEPTH
+    page_hit: bool | None  # gold page among the top 5 chunks' pages (None: no gold page)
+    abstained: bool
+    seconds: float  # retrieval time (answering time too when answers were generated)
+    dense: float = 0.0  # evidence, kept for calibrating the abstention thresholds
+    lexical: float = 0.0
+    answer: str | None = None
+    contains: bool | None = None  # the answer holds the reference answer (or an alias)
+    citations: int = 0
+    citations_right: int = 0  # cited chunks from the gold document (and gold page, if given)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Hit = tuple[str, int | None]  # (source relative to the docs folder, page)
+
+
+def score_hits(item: Item, hits: Sequence[Hit]) -> tuple[int | None, bool | None]:
+    """Returns (rank of the first gold-document hit, gold page in the top 5)."""
+    rank = next((i for i, (s, _) in enumerate(hits, 1) if s == item.gold_source), None)
+    page_hit = None
+    if item.gold_pages:
+        page_hit = any(s == item.gold_source and p in item.gold_pages for s, p in hits[:5])
+    return rank, page_hit
+
+
+def _normal(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    return re.sub(r"[\s,，。.、\"'“”‘’()（）]+", "", text)
+
+
+def contains_answer(item: Item, answer: str) -> bool:
+    """Returns whether answer holds the reference answer or one of its aliases."""
+    expected = [a for a in (item.answer, *item.aliases) if a]
+    got = _normal(answer)
+    return any(_normal(a) and _normal(a) in got for a in expected)
+
+
+def evaluate(
+    service: Service,
+    items: Sequence[Item],
+    docs: Path,
+    collection: str,
+    mode: Mode,
+    answers: bool,
+    progress: Callable[[int], object] = lambda _n: None,
+) -> list[Scored]:
+    """Returns each item's outcome, retrieving (and answering, if answers) with the service."""
+    root = docs.absolute()
+    thresholds = service.settings.answer
+    results = []
+    for item in items:
+        started = time.perf_counter()
+        found = service.search(item.question, collection, DEPTH, mode)
+        seconds = time.perf_counter() - started
+        hits = [(_relative(h.chunk.source, root), h.chunk.page) for h in found.hits]
+        rank, page_hit = score_hits(item, hits)
+        ev = found.evidence
+        abstained = thresholds.abstain and (
+            ev.dense < thresholds.min_dense and ev.lexical < thresholds.min_lexical
+        )
+        scored = Scored(
+            item.id,
+            item.dataset,
+            item.lang,
+            item.answerable,
+            rank,
+            page_hit,
+            abstained,
+            seconds,
+            round(ev.dense, 4),
+            round(ev.lexical, 4),
+        )
+        if answers:
+            _answer(service, item, collection, mode, root, scored)
+        results.append(scored)
+        progress(1)
+    return results
+
+
+def _answer(
+    service: Service, item: Item, collection: str, mode: Mode, root: Path, scored: Scored
+) -> None:
+    started = time.perf_counter()
+    result = service.ask(item.question, collection, mode=mode).answer()
+    scored.seconds = time.perf_counter() - started
+    scored.abstained = result.abstained
+    scored.answer = result.text
+    if item.answerable and not result.abstained:
+        scored.contains = contains_answer(item, result.text)
+        scored.citations = len(result.citations)
+        scored.citations_right = sum(
+            _relative(c.source, root) == item.gold_source
+            and (not item.gold_pages or c.page in item.gold_pages)
+            for c in result.citations
+        )
+
+
+def _relative(source: str, root: Path) -> str:
+    path = Path(source)
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else source
+
+
+# -- summaries ----------------------------------------------------------------------------------
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def metrics(results: Sequence[Scored]) -> dict[str, float | int | None]:
+    """Returns the summary numbers of a group of results (None where nothing applies)."""
+    answerable = [r for r in results if r.answerable]
+    unanswerable = [r for r in results if not r.answerable]
+    paged = [r for r in answerable if r.page_hit is not None]
+    answered = [r for r in answerable if r.contains is not None]
+    cited = sum(r.citations for r in answerable)
+    times = [r.seconds for r in results]
+    return {
+        "n": len(results),
+        "hit@1": _mean(r.rank is not None and r.rank <= 1 for r in answerable),
+        "hit@3": _mean(r.rank is not None and r.rank <= 3 for r in answerable),
+        "hit@5": _mean(r.rank is not None and r.rank <= 5 for r in answerable),
+        "mrr": _mean(1 / r.rank if r.rank else 0.0 for r in answerable),
+        "page@5": _mean(bool(r.page_hit) for r in paged),
+        "declined": _mean(r.abstained for r in unanswerable),
+        "answered": _mean(not r.abstained for r in answerable),
+        "contains": _mean(bool(r.contains) for r in answered),
+        "cite_prec": sum(r.citations_right for r in answerable) / cited if cited else None,
+        "p50_ms": _ms(_percentile(times, 0.5)),
+        "p95_ms": _ms(_percentile(times, 0.95)),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def report(results: Sequence[Scored]) -> dict[str, dict[str, float | int | None]]:
+    """Returns metrics overall, per language and per dataset."""
+    groups: dict[str, list[Scored]] = {"all": list(results)}
+    for r in results:
+        groups.setdefault(f"lang:{r.lang}", []).append(r)
+    for r in results:
+        groups.setdefault(r.dataset, []).append(r)
+    return {name: metrics(group) for name, group in groups.items()}
+
+
+COLUMNS = (
+    *("n", "hit@1", "hit@3", "hit@5", "mrr", "page@5", "declined", "answered", "contains"),
+    *("cite_prec", "p50_ms", "p95_ms"),
+)
+
+
+def table(reports: dict[str, dict[str, dict[str, float | int | None]]]) -> str:
+    """Returns a Markdown table: one row per (run, group)."""
+    lines = [
+        "| run | group | " + " | ".join(COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
+    ]
+    for run, groups in reports.items():
+        for group, row in groups.items():
+            cells = [_cell(c, row[c]) for c in COLUMNS]
+            lines.append(f"| {run} | {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(column: str, value: float | int | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.1f}" if column.endswith("_ms") else f"{value:.3f}"
+
+
+def to_json(results: Sequence[Scored]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]

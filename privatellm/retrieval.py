@@ -1,0 +1,123 @@
+"""Retrieval: dense (Chroma) and lexical (BM25) search, fused by reciprocal rank fusion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from privatellm.config import RetrievalSettings
+from privatellm.embeddings import Embedder
+from privatellm.lexical import LexicalIndex
+from privatellm.store import Collection
+from privatellm.types import ScoredChunk
+
+Mode = Literal["dense", "lexical", "hybrid"]
+MODES: tuple[Mode, ...] = ("dense", "lexical", "hybrid")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How strongly the documents speak to a question: what abstention decides on."""
+
+    dense: float  # best cosine similarity of any chunk (0 when dense search did not run)
+    lexical: float  # best share of the question's idf weight found in one chunk
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    hits: list[ScoredChunk]  # best first
+    evidence: Evidence
+
+
+class Retriever:
+    """Searches one collection; built per query by the service, holds no state of its own."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        lexical: LexicalIndex,
+        embedder: Embedder,
+        settings: RetrievalSettings,
+    ) -> None:
+        self._collection = collection
+        self._lexical = lexical
+        self._embedder = embedder
+        self._settings = settings
+
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        mode: Mode | None = None,
+        doc_ids: list[str] | None = None,
+    ) -> Retrieval:
+        """Returns the k best chunks for query and the evidence behind them.
+
+        doc_ids restricts the search to those documents (None: all of them).
+        """
+        s = self._settings
+        k = k or s.top_k
+        mode = mode or s.mode
+        depth = max(s.candidates, k)
+        dense = self._dense(query, depth, doc_ids) if mode != "lexical" else []
+        lexical = self._lexical_hits(query, depth, doc_ids) if mode != "dense" else []
+        evidence = Evidence(
+            dense=max((h.score for h in dense), default=0.0),
+            lexical=self._coverage(query, lexical),
+        )
+        if mode == "dense":
+            hits = dense[:k]
+        elif mode == "lexical":
+            hits = self._resolve(lexical[:k])
+        else:
+            hits = self._fuse(dense, lexical, k)
+        return Retrieval(hits, evidence)
+
+    def _dense(self, query: str, depth: int, doc_ids: list[str] | None) -> list[ScoredChunk]:
+        return self._collection.query(self._embedder.embed_query(query), depth, doc_ids)
+
+    def _lexical_hits(
+        self, query: str, depth: int, doc_ids: list[str] | None
+    ) -> list[tuple[str, int, float]]:
+        """Returns (chunk id, index row, BM25 score) triples, best first."""
+        return [
+            (self._lexical.chunk_ids[row], row, score)
+            for row, score in self._lexical.search(query, depth, doc_ids)
+        ]
+
+    def _coverage(self, query: str, lexical: list[tuple[str, int, float]]) -> float:
+        # The top few BM25 hits, not only the first: BM25 favours short chunks that repeat one
+        # word over the chunk that holds all of them.
+        return max((self._lexical.coverage(query, row) for _, row, _ in lexical[:5]), default=0.0)
+
+    def _resolve(self, lexical: list[tuple[str, int, float]]) -> list[ScoredChunk]:
+        chunks = {c.id: c for c in self._collection.chunks([cid for cid, _, _ in lexical])}
+        top = lexical[0][2] if lexical else 1.0
+        return [
+            ScoredChunk(chunks[cid], score / top, lexical=score)
+            for cid, _, score in lexical
+            if cid in chunks
+        ]
+
+    def _fuse(
+        self, dense: list[ScoredChunk], lexical: list[tuple[str, int, float]], k: int
+    ) -> list[ScoredChunk]:
+        """Reciprocal rank fusion (Cormack et al. 2009): sum of weight / (rrf_k + rank)."""
+        s = self._settings
+        fused: dict[str, float] = {}
+        for rank, hit in enumerate(dense, 1):
+            fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + s.dense_weight / (s.rrf_k + rank)
+        for rank, (cid, _, _) in enumerate(lexical, 1):
+            fused[cid] = fused.get(cid, 0.0) + s.lexical_weight / (s.rrf_k + rank)
+        best = sorted(fused, key=lambda cid: -fused[cid])[:k]
+        # Scores shown to users are scaled so that first place in both rankings would be 1.
+        scale = (s.dense_weight + s.lexical_weight) / (s.rrf_k + 1) or 1.0
+        by_id = {h.chunk.id: h for h in dense}
+        bm25 = {cid: score for cid, _, score in lexical}
+        missing = self._collection.chunks([cid for cid in best if cid not in by_id])
+        by_id.update({c.id: ScoredChunk(c, 0.0) for c in missing})
+        return [
+            replace(by_id[cid], score=fused[cid] / scale, lexical=bm25.get(cid))
+            for cid in best
+            if cid in by_id
+        ]

@@ -1,0 +1,155 @@
+"""Answers: citations resolved from markers or attributed, abstention, follow-ups, summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from privatellm.citations import attribute, render, split_sentences
+from privatellm.config import Settings
+from privatellm.embeddings import Embedder
+from privatellm.engines import Message
+from privatellm.service import ABSTAIN, Service, _windows
+from privatellm.types import Chunk, ScoredChunk
+
+PASSAGES = [
+    "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",
+    "Llama 2 was released by Meta in July 2023 with 7, 13 and 70 billion parameters.",
+    "Mount Everest is 8,849 metres high and lies on the border of Nepal and China.",
+]
+
+
+def _hits(texts: Sequence[str]) -> list[ScoredChunk]:
+    return [
+        ScoredChunk(Chunk(f"c{n}", "d", "/docs/a.pdf", n + 1, n, 0, len(t), t), 0.9 - n / 10)
+        for n, t in enumerate(texts)
+    ]
+
+
+def test_split_sentences_english_and_chinese() -> None:
+    assert split_sentences("It was 3.5 m long. It rained! 长城很长。故宫在北京。") == [
+        "It was 3.5 m long.",
+        "It rained!",
+        "长城很长。",
+        "故宫在北京。",
+    ]
+
+
+def test_sentences_are_tied_to_the_passage_that_supports_them(real_embedder: Embedder) -> None:
+    answer = (
+        "Llama 2 was released in July 2023. [7] "
+        "The Eiffel Tower was finished in 1889 [2]. "
+        "The tower is painted bright green by volunteers every spring."
+    )
+    sentences = attribute(answer, _hits(PASSAGES), real_embedder, min_support=0.5)
+    assert [s.cited for s in sentences] == [(2,), (1,), ()]  # [7] invented, [2] wrong: fixed
+    assert [s.supported for s in sentences] == [True, True, False]
+    text = render(sentences)
+    assert "July 2023 [2]." in text and "1889 [1]." in text and "[7]" not in text
+
+
+class Scripted:
+    """An engine that replays given replies and records the prompts it saw."""
+
+    name = "scripted"
+    context_tokens = 2048
+
+    def __init__(self, *replies: str) -> None:
+        self.replies = list(replies)
+        self.prompts: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages: Sequence[Message], max_tokens: int | None = None) -> Iterator[str]:
+        self.prompts.append(messages[-1]["content"])
+        yield self.replies.pop(0)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for n, text in enumerate(PASSAGES):
+        (docs / f"p{n}.txt").write_text(text, encoding="utf-8")
+    return docs
+
+
+def test_weak_evidence_abstains_without_calling_the_model(
+    fake_settings: Settings, corpus: Path
+) -> None:
+    engine = Scripted()  # no replies: a call would fail
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    reply = service.ask("Who painted the Sistine Chapel ceiling?")
+    assert "".join(reply) == ABSTAIN
+    answer = reply.answer()
+    assert answer.abstained and answer.citations == [] and engine.prompts == []
+
+
+def test_answer_cites_the_passage_the_model_marked(fake_settings: Settings, corpus: Path) -> None:
+    engine = Scripted("Mount Everest is 8,849 metres high [1].")
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    reply = service.ask("How high is Mount Everest?")
+    assert "".join(reply) == "Mount Everest is 8,849 metres high [1]."
+    answer = reply.answer()
+    assert not answer.abstained
+    assert [Path(c.source).name for c in answer.citations] == ["p2.txt"]
+    assert engine.prompts[0].startswith("[1] Mount Everest")
+
+
+def test_follow_up_is_rewritten_before_retrieval(fake_settings: Settings, corpus: Path) -> None:
+    engine = Scripted("How high is Mount Everest in feet?", "About 29,032 feet [1].")
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    history: list[Message] = [
+        {"role": "user", "content": "How high is Mount Everest?"},
+        {"role": "assistant", "content": "8,849 metres [1]."},
+    ]
+    answer = service.ask("And in feet?", history=history).answer()
+    assert answer.standalone == "How high is Mount Everest in feet?"
+    assert "Mount Everest" in engine.prompts[0] and "And in feet?" in engine.prompts[0]
+    assert Path(answer.passages[0].chunk.source).name == "p2.txt"
+
+
+def test_a_rambling_rewrite_falls_back_to_the_previous_question(
+    fake_settings: Settings, corpus: Path
+) -> None:
+    engine = Scripted("Sure!\n" + "blah " * 200, "It is 8,849 metres high [1].")
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    history: list[Message] = [{"role": "user", "content": "Tell me about Mount Everest."}]
+    answer = service.ask("How high?", history=history).answer()
+    assert answer.standalone == "Tell me about Mount Everest. How high?"
+
+
+def test_windows_respect_the_budget() -> None:
+    texts = ["a " * 40, "b " * 40, "c " * 40, "d " * 300]
+    windows = _windows(texts, lambda t: len(t.split()), budget=100)
+    assert [w.split()[0] for w in windows] == ["a", "c", "d"]  # a+b fit one window
+    assert all(len(w.split()) <= 100 for w in windows)
+
+
+def test_summarize_maps_then_combines(fake_settings: Settings, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.txt").write_text(
+        "\n\n".join(f"Paragraph {n} says something about topic {n}. " * 12 for n in range(30)),
+        encoding="utf-8",
+    )
+    small = fake_settings.model_copy(
+        update={"engine": fake_settings.engine.model_copy(update={"context_tokens": 600})}
+    )
+    engine = Scripted(*[f"partial {n}." for n in range(50)])
+    engine.context_tokens = 600
+    service = Service(small, engine=engine)
+    service.ingest([docs])
+    summary = "".join(service.summarize(str(docs / "long.txt")))
+    assert summary.startswith("partial")
+    maps = [p for p in engine.prompts if p.endswith("at most three sentences.")]
+    assert len(maps) >= 2  # the document did not fit one prompt
+    assert engine.prompts[-1].endswith("at most five sentences.")
+    assert all(engine.count_tokens(p) < 600 for p in engine.prompts)
