@@ -20,7 +20,7 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
 
-.PHONY: venv run test lint typecheck pytest bench clean-venv
+.PHONY: venv run test lint typecheck pytest bench bench-query eval clean-venv
 
 venv: $(VENV)/.installed
 
@@ -60,6 +60,19 @@ pytest: venv
 bench: venv
 	$(PIP) install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/ingest.py $(BENCH_ARGS)
+
+# The dev set (../shared/eval/dev) is read in place, never copied into the repo.
+DEV ?= ../shared/eval/dev
+EVAL_DATA ?= $(HOME)/.cache/privatellm-eval
+
+eval: venv
+	$(VENV)/bin/privatellm --data-dir $(EVAL_DATA) eval $(DEV)/qa.jsonl --docs $(DEV)/docs \
+		-c dev --mode dense --mode lexical --mode hybrid --retrieval-only $(EVAL_ARGS)
+
+bench-query: venv
+	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/query.py --source-data $(EVAL_DATA) --source-collection dev \
+		--qa $(DEV)/qa.jsonl $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -72,7 +72,8 @@ def attribute(
 ) -> list[Sentence]:
     """Returns the answer's sentences, each with the passages (1-based) that support it."""
     pieces = [_markers(s) for s in split_sentences(answer)]
-    pieces = [(text, numbers) for text, numbers in pieces if text]
+    unique = {text.lower(): (text, numbers) for text, numbers in reversed(pieces) if text}
+    pieces = [unique.pop(text.lower()) for text, _ in pieces if text.lower() in unique]
     texts = [text for text, _ in pieces]
     scores = support_scores(texts, [p.chunk.text for p in passages], embedder)
     result: list[Sentence] = []

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,15 +180,42 @@ class SentenceTransformerEmbedder(Embedder):
         self._batch_size = settings.batch_size
 
     def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        _release_freed_memory()
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        if len(texts) >= TRIM_FROM:
+            _release_freed_memory()
+        with _one_thread_if(len(texts) < FEW_TEXTS):
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
+
+
+# A question or a few answer sentences: one thread does them in milliseconds, while torch's
+# OpenMP team of two took 550 ms per query whenever another process held one of the two cores
+# (each operator waits for the descheduled thread).
+FEW_TEXTS = 16
+
+
+@contextlib.contextmanager
+def _one_thread_if(few: bool) -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    if few and threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+# Trimming a large heap costs hundreds of milliseconds: worth it between ingest batches, far too
+# slow before every query.
+TRIM_FROM = 64
 
 
 @functools.cache

@@ -94,7 +94,7 @@ class Scored:
     page_hit: bool | None  # gold page among the top 5 chunks' pages (None: no gold page)
     abstained: bool
     seconds: float  # retrieval time (answering time too when answers were generated)
-    dense: float = 0.0  # evidence, kept for calibrating the abstention thresholds
+    dense: float | None = None  # evidence, kept for calibrating the abstention thresholds
     lexical: float = 0.0
     answer: str | None = None
     contains: bool | None = None  # the answer holds the reference answer (or an alias)
@@ -147,8 +147,8 @@ def evaluate(
         hits = [(_relative(h.chunk.source, root), h.chunk.page) for h in found.hits]
         rank, page_hit = score_hits(item, hits)
         ev = found.evidence
-        abstained = thresholds.abstain and (
-            ev.dense < thresholds.min_dense and ev.lexical < thresholds.min_lexical
+        abstained = not found.hits or (
+            thresholds.abstain and ev.weak(thresholds.min_dense, thresholds.min_lexical)
         )
         scored = Scored(
             item.id,
@@ -159,7 +159,7 @@ def evaluate(
             page_hit,
             abstained,
             seconds,
-            round(ev.dense, 4),
+            None if ev.dense is None else round(ev.dense, 4),
             round(ev.lexical, 4),
         )
         if answers:

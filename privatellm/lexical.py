@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from privatellm.types import ChunkText, DocumentRecord
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-FORMAT = 1  # bump when the tokeniser or the file layout changes: old files are rebuilt
+FORMAT = 2  # bump when the tokeniser or the file layout changes: old files are rebuilt
 
 # Han ideographs (CJK unified, extension A, compatibility), kana and Hangul: scripts written
 # without spaces between words.
@@ -65,6 +65,16 @@ def tokenize(text: str) -> list[str]:
         elif run not in stop and (len(run) > 1 or run.isdigit()):
             words.append(run)
     return _stemmer().stemWords(words) + terms  # type: ignore[no-any-return]
+
+
+def title_terms(source: str) -> list[str]:
+    """Returns the terms of a file's name, indexed with each of its chunks.
+
+    Questions name the document ("Adobe's 2022 10-K", "the RoBERTa paper") far more often than
+    its pages repeat that name; a chunk of a balance sheet rarely says whose it is.
+    """
+    stem = PurePath(source.replace("\\", "/")).stem
+    return tokenize(re.sub(r"[_\-.]+", " ", stem))
 
 
 def is_cjk(text: str, share: float = 0.3) -> bool:
@@ -152,7 +162,8 @@ class LexicalIndex:
         ids = dict(self._ids)
         rows = [self._row(r) for r in keep]
         for chunk in chunks:
-            row = [ids.setdefault(t, len(ids)) for t in tokenize(chunk.text)]
+            terms = tokenize(chunk.text) + title_terms(chunk.source)
+            row = [ids.setdefault(t, len(ids)) for t in terms]
             rows.append(np.array(row, dtype=np.int32))
         vocab.extend(list(ids)[len(vocab) :])
         lengths = np.array([len(r) for r in rows], dtype=np.int64)

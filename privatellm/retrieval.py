@@ -7,7 +7,7 @@ from typing import Literal
 
 from privatellm.config import RetrievalSettings
 from privatellm.embeddings import Embedder
-from privatellm.lexical import LexicalIndex
+from privatellm.lexical import LexicalIndex, is_cjk
 from privatellm.store import Collection
 from privatellm.types import ScoredChunk
 
@@ -19,8 +19,21 @@ MODES: tuple[Mode, ...] = ("dense", "lexical", "hybrid")
 class Evidence:
     """How strongly the documents speak to a question: what abstention decides on."""
 
-    dense: float  # best cosine similarity of any chunk (0 when dense search did not run)
+    # Best cosine similarity of any chunk; None where it is not evidence: dense search did not
+    # run, or the question's language is one the embedding model does not read.
+    dense: float | None
     lexical: float  # best share of the question's idf weight found in one chunk
+
+    def weak(self, min_dense: float, min_lexical: float) -> bool:
+        """Returns whether the documents are too far from the question to answer it.
+
+        Similarity decides where it is trusted: on the dev set it separated unanswerable
+        English questions cleanly, while their common words gave them lexical coverage as high
+        as answerable ones. Elsewhere lexical coverage decides (docs/EVALUATION.md).
+        """
+        if self.dense is not None:
+            return self.dense < min_dense
+        return self.lexical < min_lexical
 
 
 @dataclass(frozen=True)
@@ -59,18 +72,22 @@ class Retriever:
         k = k or s.top_k
         mode = mode or s.mode
         depth = max(s.candidates, k)
-        dense = self._dense(query, depth, doc_ids) if mode != "lexical" else []
-        lexical = self._lexical_hits(query, depth, doc_ids) if mode != "dense" else []
+        weight = s.dense_weight_cjk if is_cjk(query) else s.dense_weight
+        wanted = mode == "dense" or (mode == "hybrid" and weight > 0)
+        dense = self._dense(query, depth, doc_ids) if wanted else []
+        # Lexical search always runs: its coverage is half of the evidence abstention rests on.
+        lexical = self._lexical_hits(query, depth, doc_ids)
         evidence = Evidence(
-            dense=max((h.score for h in dense), default=0.0),
+            # Similarity counts as evidence only in languages the embedding model reads.
+            dense=max((h.score for h in dense), default=0.0) if dense and weight > 0 else None,
             lexical=self._coverage(query, lexical),
         )
         if mode == "dense":
             hits = dense[:k]
-        elif mode == "lexical":
+        elif mode == "lexical" or not dense:
             hits = self._resolve(lexical[:k])
         else:
-            hits = self._fuse(dense, lexical, k)
+            hits = self._fuse(dense, lexical, k, weight)
         return Retrieval(hits, evidence)
 
     def _dense(self, query: str, depth: int, doc_ids: list[str] | None) -> list[ScoredChunk]:
@@ -100,18 +117,22 @@ class Retriever:
         ]
 
     def _fuse(
-        self, dense: list[ScoredChunk], lexical: list[tuple[str, int, float]], k: int
+        self,
+        dense: list[ScoredChunk],
+        lexical: list[tuple[str, int, float]],
+        k: int,
+        dense_weight: float,
     ) -> list[ScoredChunk]:
         """Reciprocal rank fusion (Cormack et al. 2009): sum of weight / (rrf_k + rank)."""
         s = self._settings
         fused: dict[str, float] = {}
         for rank, hit in enumerate(dense, 1):
-            fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + s.dense_weight / (s.rrf_k + rank)
+            fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + dense_weight / (s.rrf_k + rank)
         for rank, (cid, _, _) in enumerate(lexical, 1):
             fused[cid] = fused.get(cid, 0.0) + s.lexical_weight / (s.rrf_k + rank)
         best = sorted(fused, key=lambda cid: -fused[cid])[:k]
         # Scores shown to users are scaled so that first place in both rankings would be 1.
-        scale = (s.dense_weight + s.lexical_weight) / (s.rrf_k + 1) or 1.0
+        scale = (dense_weight + s.lexical_weight) / (s.rrf_k + 1) or 1.0
         by_id = {h.chunk.id: h for h in dense}
         bm25 = {cid: score for cid, _, score in lexical}
         missing = self._collection.chunks([cid for cid in best if cid not in by_id])

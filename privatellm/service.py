@@ -5,13 +5,14 @@ The CLI, the HTTP API and the Streamlit page all talk to a Service and to nothin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import cached_property
 from pathlib import Path
 
 from privatellm.chunking import chunk_id
-from privatellm.citations import attribute, citations, render
+from privatellm.citations import attribute, citations, render, split_sentences
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder, build_embedder
 from privatellm.engines import Engine, Message, build_engine
@@ -221,12 +222,8 @@ class Service:
         standalone = self.condense(question, history)
         found = self.search(standalone, collection, top_k, mode, sources)
         settings = self.settings.answer
-        evidence = found.evidence
-        if not found.hits or (
-            settings.abstain
-            and evidence.dense < settings.min_dense
-            and evidence.lexical < settings.min_lexical
-        ):
+        weak = found.evidence.weak(settings.min_dense, settings.min_lexical)
+        if not found.hits or (settings.abstain and weak):
             answer = Answer(question, standalone, ABSTAIN, [], found.hits, abstained=True)
             return Reply(iter([ABSTAIN]), lambda _text: answer)
         engine = self.engine
@@ -245,7 +242,7 @@ class Service:
                 unsupported=[s.text for s in sentences if not s.supported],
             )
 
-        return Reply(engine.stream(messages), finish)
+        return Reply(_until_repeated(engine.stream(messages)), finish)
 
     def summarize(self, id_or_path: str, collection: str | None = None) -> Iterator[str]:
         """Yields a summary of one document: partial summaries of windows that fit the context,
@@ -290,6 +287,32 @@ class Reply:
                 pass
             self._answer = self._finish("".join(self._text))
         return self._answer
+
+
+def _until_repeated(pieces: Iterator[str], min_chars: int = 12) -> Iterator[str]:
+    """Yields pieces until the text starts repeating a sentence it already said.
+
+    Small models fall into loops ("It was released in 2023. It was released in 2023. ...");
+    stopping there saves the time of the rest of max_tokens. The repeat shows in the stream
+    (a sentence is known to be finished only when the next one starts); the finished answer
+    drops it.
+    """
+    text = ""
+    seen: set[str] = set()
+    checked = 0
+    for piece in pieces:
+        text += piece
+        finished = split_sentences(text)[:-1]  # the last one may still be growing
+        for sentence in finished[checked:]:
+            key = " ".join(_MARKS.sub("", sentence).lower().split())
+            if len(key) >= min_chars and key in seen:
+                return
+            seen.add(key)
+        checked = max(checked, len(finished))
+        yield piece
+
+
+_MARKS = re.compile(r"\[\d+\]")
 
 
 def _windows(texts: Sequence[str], count: Callable[[str], int], budget: int) -> list[str]:

@@ -222,7 +222,7 @@ class Collection:
                 include=["documents", "metadatas"],
             )
             found += [
-                ChunkText(cid, str(meta["doc_id"]), text)
+                ChunkText(cid, str(meta["doc_id"]), str(meta["source"]), text)
                 for cid, text, meta in zip(
                     part["ids"], part["documents"], part["metadatas"], strict=True
                 )

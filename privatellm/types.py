@@ -49,6 +49,7 @@ class ChunkText:
 
     id: str
     doc_id: str
+    source: str
     text: str
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -153,3 +154,16 @@ def test_summarize_maps_then_combines(fake_settings: Settings, tmp_path: Path) -
     assert len(maps) >= 2  # the document did not fit one prompt
     assert engine.prompts[-1].endswith("at most five sentences.")
     assert all(engine.count_tokens(p) < 600 for p in engine.prompts)
+
+
+def test_a_looping_answer_is_cut_at_the_first_repeat(fake_settings: Settings, corpus: Path) -> None:
+    loop = "Mount Everest is 8,849 metres high. " * 6
+    engine = Scripted(loop)
+    words = re.findall(r"\S+\s*", loop)
+    engine.stream = lambda messages, max_tokens=None: iter(words)  # type: ignore[method-assign]
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    reply = service.ask("How high is Mount Everest?")
+    streamed = "".join(reply)
+    assert streamed.count("8,849") == 2  # stopped as soon as the repeat was complete
+    assert reply.answer().text.count("8,849") == 1

@@ -18,7 +18,11 @@ def _record(doc_id: str, chunks: int) -> DocumentRecord:
 
 def _index(texts: dict[str, list[str]]) -> LexicalIndex:
     records = [_record(d, len(t)) for d, t in texts.items()]
-    chunks = [ChunkText(f"{d}-{i}", d, text) for d, t in texts.items() for i, text in enumerate(t)]
+    chunks = [
+        ChunkText(f"{d}-{i}", d, f"/d/{d}.txt", text)
+        for d, t in texts.items()
+        for i, text in enumerate(t)
+    ]
     return LexicalIndex.empty().updated(set(), records, chunks)
 
 
