@@ -68,9 +68,17 @@ def support_scores(
 
 
 def attribute(
-    answer: str, passages: Sequence[ScoredChunk], embedder: Embedder, min_support: float
+    answer: str,
+    passages: Sequence[ScoredChunk],
+    embedder: Embedder,
+    min_support: float,
+    question: str = "",
 ) -> list[Sentence]:
-    """Returns the answer's sentences, each with the passages (1-based) that support it."""
+    """Returns the answer's sentences, each with the passages (1-based) that support it.
+
+    A sentence that only restates the question (small models echo it) claims nothing and is
+    neither cited nor flagged.
+    """
     pieces = [_markers(s) for s in split_sentences(answer)]
     unique = {text.lower(): (text, numbers) for text, numbers in reversed(pieces) if text}
     pieces = [unique.pop(text.lower()) for text, _ in pieces if text.lower() in unique]
@@ -78,7 +86,7 @@ def attribute(
     scores = support_scores(texts, [p.chunk.text for p in passages], embedder)
     result: list[Sentence] = []
     for row, (text, numbers) in enumerate(pieces):
-        if len(tokenize(text)) < MIN_TERMS:
+        if len(tokenize(text)) < MIN_TERMS or (question and overlap(text, question) >= 0.8):
             result.append(Sentence(text, (), True))
             continue
         valid = [n for n in dict.fromkeys(numbers) if 1 <= n <= len(passages)]

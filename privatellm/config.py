@@ -115,7 +115,12 @@ class EngineSettings(_Section):
     context_tokens: int = Field(2048, ge=256, description="Context window the model is run with.")
     max_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
-    threads: int = Field(0, ge=0, description="CPU threads; 0 uses every core.")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads; 0 uses half the logical cores (1 on a 2-core machine: with both "
+        "cores, decoding fell from ~90 to under 2 tokens/s whenever another process was busy).",
+    )
     batch_tokens: int = Field(
         512, ge=32, description="Prompt tokens read per step (llama.cpp n_batch)."
     )

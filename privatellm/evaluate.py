@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 import unicodedata
@@ -188,7 +189,9 @@ def _answer(
 
 
 def _relative(source: str, root: Path) -> str:
-    path = Path(source)
+    # Sources are stored as given ("/work/x/../docs/a.pdf"): compare normalised paths.
+    path = Path(os.path.normpath(source))
+    root = Path(os.path.normpath(root))
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else source
 
 

@@ -125,15 +125,13 @@ class Service:
         """Returns the collection's lexical index, in step with the store."""
         name = self._name(collection)
         path = self._lexical_path(name)
-        try:
-            stamp: int | None = path.stat().st_mtime_ns
-        except OSError:
-            stamp = None
         cached = self._lexicals.get(name)
-        if cached is not None and stamp is not None and cached[0] == stamp:
+        # A writer replaces the file after every change, so an unchanged file means an
+        # unchanged index (a stat per query, not a read of the store).
+        if cached is not None and cached[0] == _stamp(path):
             return cached[1]
         index = self._sync_lexical(self.store.open(name), save=False)
-        self._lexicals[name] = (stamp, index)
+        self._lexicals[name] = (_stamp(path), index)
         return index
 
     def _lexical_path(self, name: str) -> Path:
@@ -200,11 +198,18 @@ class Service:
         if not history or not self.settings.answer.condense:
             return question
         limit = self.engine.count_tokens(question) * 3 + 32
-        rewritten = "".join(self.engine.stream(condense_messages(question, history), limit))
-        rewritten = " ".join(rewritten.split()).strip("\"'")
-        # A small model sometimes answers instead of rewriting, or rambles; then retrieval gets
-        # the previous question and the follow-up together, which keeps the topic in view.
-        if not rewritten or len(rewritten) > 3 * len(question) + 100 or "\n" in rewritten:
+        raw = "".join(self.engine.stream(condense_messages(question, history), limit)).strip()
+        rewritten = " ".join(raw.split()).strip("\"'")
+        # The bundled 135M model mostly answers or repeats the conversation instead of rewriting
+        # (seen here); then retrieval gets the previous question and the follow-up together,
+        # which keeps the topic in view.
+        said = {" ".join(m["content"].split()) for m in history}
+        if (
+            not rewritten.endswith(("?", "？"))
+            or rewritten in said
+            or len(rewritten) > 3 * len(question) + 100
+            or "\n" in raw
+        ):
             previous = [m["content"] for m in history if m["role"] == "user"]
             return f"{previous[-1]} {question}" if previous else question
         return rewritten
@@ -231,7 +236,7 @@ class Service:
         messages, used = build_messages(standalone, found.hits, engine, max_tokens)
 
         def finish(text: str) -> Answer:
-            sentences = attribute(text, used, self.embedder, settings.min_support)
+            sentences = attribute(text, used, self.embedder, settings.min_support, standalone)
             return Answer(
                 question,
                 standalone,
@@ -313,6 +318,13 @@ def _until_repeated(pieces: Iterator[str], min_chars: int = 12) -> Iterator[str]
 
 
 _MARKS = re.compile(r"\[\d+\]")
+
+
+def _stamp(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _windows(texts: Sequence[str], count: Callable[[str], int], budget: int) -> list[str]:

@@ -167,3 +167,23 @@ def test_a_looping_answer_is_cut_at_the_first_repeat(fake_settings: Settings, co
     streamed = "".join(reply)
     assert streamed.count("8,849") == 2  # stopped as soon as the repeat was complete
     assert reply.answer().text.count("8,849") == 1
+
+
+def test_a_rewrite_that_is_not_a_question_falls_back(fake_settings: Settings, corpus: Path) -> None:
+    said = "Mount Everest is 8,849 metres high [1]."
+    engine = Scripted(said, "It lies on the border of Nepal and China [1].")
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    history: list[Message] = [
+        {"role": "user", "content": "How high is Mount Everest?"},
+        {"role": "assistant", "content": said},
+    ]
+    answer = service.ask("Where is it?", history=history).answer()
+    assert answer.standalone == "How high is Mount Everest? Where is it?"
+
+
+def test_an_echo_of_the_question_is_not_cited(real_embedder: Embedder) -> None:
+    question = "When was the Eiffel Tower completed?"
+    answer = "When was the Eiffel Tower completed? It was completed in 1889 for a fair."
+    sentences = attribute(answer, _hits(PASSAGES), real_embedder, 0.5, question)
+    assert [s.cited for s in sentences] == [(), (1,)]

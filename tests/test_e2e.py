@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_pdf, run_cli
 
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder
 from privatellm.service import Service
-from tests.conftest import make_pdf, run_cli
 
 PAGES = [
     "Project Falcon annual report. This report describes the Falcon research station, its "

@@ -47,7 +47,7 @@ class LlamaCppEngine:
             self._llm = Llama(
                 model_path=str(path),
                 n_ctx=settings.context_tokens,
-                n_threads=settings.threads or os.cpu_count() or 1,
+                n_threads=settings.threads or max(1, (os.cpu_count() or 2) // 2),
                 n_batch=min(settings.batch_tokens, settings.context_tokens),
                 flash_attn=settings.flash_attention,
                 verbose=False,
