@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -192,17 +191,27 @@ def ask_timing(data: Path, collection: str, questions: list[str]) -> dict[str, A
     }
 
 
+# The child reports its own peak: RUSAGE_CHILDREN would also count the pages a child shares
+# with this (large) process between fork and exec.
+_REPORT_PEAK = (
+    "import atexit, resource, sys; "
+    "atexit.register(lambda: sys.stderr.write("
+    "f'MAXRSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')); "
+    "from privatellm.cli import main; main(sys.argv[1:])"
+)
+
+
 def ask_rss(data: Path, collection: str, question: str) -> float:
     """Returns the peak RSS (MB) of one `privatellm ask` process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    command = [sys.executable, "-m", "privatellm", "--data-dir", str(data)]
-    subprocess.run(
-        [*command, "ask", question, "-c", collection],
+    args = ["--data-dir", str(data), "ask", question, "-c", collection]
+    done = subprocess.run(
+        [sys.executable, "-c", _REPORT_PEAK, *args],
         check=True,
         capture_output=True,
+        text=True,
     )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(peak, before) / 1024
+    peak = next(line for line in done.stderr.splitlines() if line.startswith("MAXRSS_KB"))
+    return int(peak.split()[1]) / 1024
 
 
 def main() -> None:
@@ -213,6 +222,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--ask-questions", type=int, default=12)
     parser.add_argument("--skip-retrieval", action="store_true")
+    parser.add_argument("--skip-ask", action="store_true")
     args = parser.parse_args()
     items = [json.loads(line) for line in args.qa.read_text(encoding="utf-8").splitlines()]
     step = max(1, len(items) // args.questions)

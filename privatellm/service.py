@@ -262,9 +262,13 @@ class Service:
         while True:
             windows = _windows(texts, engine.count_tokens, budget)
             if len(windows) <= 1:
-                yield from engine.stream(summary_messages(windows[0] if windows else "", combine))
+                text = windows[0] if windows else ""
+                yield from _until_repeated(engine.stream(summary_messages(text, combine)))
                 return
-            texts = ["".join(engine.stream(summary_messages(w, combine))) for w in windows]
+            texts = [
+                "".join(_until_repeated(engine.stream(summary_messages(w, combine))))
+                for w in windows
+            ]
             combine = True
 
 
