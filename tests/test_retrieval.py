@@ -125,3 +125,16 @@ def test_hybrid_finds_what_only_one_ranking_finds(fake_service: Service, tmp_pat
     assert hybrid[0].lexical is not None and 0 < hybrid[0].score <= 1
     only = fake_service.retrieve("weather", top_k=5, sources=[str(docs / "f3.txt")])
     assert {Path(h.chunk.source).name for h in only} == {"f3.txt"}
+
+
+def test_langchain_retriever_returns_documents(fake_service: Service, sample_copy: Path) -> None:
+    from langchain_core.documents import Document
+
+    from privatellm.langchain import PrivateLLMRetriever
+
+    fake_service.ingest([sample_copy])
+    retriever = PrivateLLMRetriever(service=fake_service, k=2, mode="lexical")
+    docs = retriever.invoke("NCCL 报错")
+    assert len(docs) == 2 and all(isinstance(d, Document) for d in docs)
+    assert Path(docs[0].metadata["source"]).name == "本地运行Llama笔记.txt"
+    assert docs[0].metadata["score"] >= docs[1].metadata["score"]
