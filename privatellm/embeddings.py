@@ -213,8 +213,7 @@ def _one_thread_if(few: bool) -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-# Trimming a large heap costs hundreds of milliseconds: worth it between ingest batches, far too
-# slow before every query.
+# Only ingest-sized batches fragment the heap enough to need a trim; queries skip it.
 TRIM_FROM = 64
 
 
