@@ -230,6 +230,11 @@ def _short(error: BaseException) -> str:
     return (text[0] if text else type(error).__name__)[:200]
 
 
+def suffixes() -> list[str]:
+    """Returns the file extensions privatellm reads, without dots."""
+    return [suffix.lstrip(".") for suffix in LOADERS]
+
+
 def supported(path: Path) -> bool:
     """Returns whether a loader exists for the file's extension."""
     return path.suffix.lower() in LOADERS

@@ -6,17 +6,23 @@ The CLI, the HTTP API and the Streamlit page all talk to a Service and to nothin
 from __future__ import annotations
 
 import re
+import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from privatellm.chunking import chunk_id
 from privatellm.citations import attribute, citations, render, split_sentences
-from privatellm.config import Settings
+from privatellm.config import EngineSettings, Settings
 from privatellm.embeddings import Embedder, build_embedder
 from privatellm.engines import Engine, Message, build_engine
-from privatellm.errors import NotFoundError, StoreLockedError
+from privatellm.errors import ConfigError, NotFoundError, StoreLockedError
 from privatellm.ingest import Ingestor, display_path
 from privatellm.lexical import LexicalIndex
 from privatellm.prompts import (
@@ -27,7 +33,15 @@ from privatellm.prompts import (
 )
 from privatellm.retrieval import Mode, Retrieval, Retriever
 from privatellm.store import ChromaStore, Collection, check_collection_name
-from privatellm.types import Answer, DocumentRecord, IngestReport, Progress, ScoredChunk
+from privatellm.types import (
+    Answer,
+    DocumentRecord,
+    IngestReport,
+    Progress,
+    ScoredChunk,
+    Status,
+)
+from privatellm.uploads import Upload, stage
 
 
 class Service:
@@ -38,11 +52,27 @@ class Service:
     ) -> None:
         self.settings = settings
         self._lexicals: dict[str, tuple[int | None, LexicalIndex]] = {}
+        # One model, one reply at a time: llama.cpp's context is not safe for two threads, and
+        # the page (a thread per browser tab) or the API may ask concurrently.
+        self._model_lock = threading.Lock()
         # Injected parts replace the ones the settings would build (a shared model in tests).
         if embedder is not None:
             self.__dict__["embedder"] = embedder
         if engine is not None:
             self.__dict__["engine"] = engine
+
+    def with_engine(self, **changes: Any) -> Service:
+        """Returns a service over the same store and embedding model whose engine settings have
+        these changes (the page's model picker); each service loads its own engine."""
+        try:
+            engine = EngineSettings.model_validate({**self.settings.engine.model_dump(), **changes})
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise ConfigError(f"invalid setting engine.{first['loc'][0]}: {first['msg']}") from e
+        settings = self.settings.model_copy(update={"engine": engine})
+        clone = Service(settings, embedder=self.embedder)
+        clone.__dict__["store"] = self.store
+        return clone
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -93,18 +123,92 @@ class Service:
     ) -> IngestReport:
         """Returns the outcome per file after bringing the collection in step with paths."""
         with self._writing():
-            embedder = self.embedder
-            target = self._writable(collection)
-            ingestor = Ingestor(
-                target,
-                embedder,
-                self.settings.chunking,
-                self.settings.ingest,
-                batch_chunks=512,
-            )
-            report = ingestor.run(paths, prune=prune, progress=progress)
-            self._sync_lexical(target)
-            return report
+            return self._ingest(paths, collection, prune, progress)
+
+    def _ingest(
+        self,
+        paths: Sequence[Path],
+        collection: str | None,
+        prune: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        target = self._writable(collection)
+        ingestor = Ingestor(
+            target, self.embedder, self.settings.chunking, self.settings.ingest, batch_chunks=512
+        )
+        report = ingestor.run(paths, prune=prune, progress=progress)
+        self._sync_lexical(target)
+        return report
+
+    def ingest_uploads(
+        self,
+        files: Sequence[Upload],
+        collection: str | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Saves files handed over as bytes into the data dir and ingests them.
+
+        Outcomes name the uploads as sent. A file that fails (or repeats a document already
+        there) leaves nothing behind, and the version it was meant to replace stays.
+        """
+        name = self._name(collection)
+        with self._writing():
+            staged = stage(self._uploads_dir(name), files)
+            try:
+                report = self._ingest([s.path for s in staged], name, progress=progress)
+            except BaseException:
+                for s in staged:
+                    s.undo()
+                raise
+            by_path = {o.path: o for o in report.outcomes}
+            outcomes = []
+            for s in staged:
+                outcome = by_path.get(display_path(s.path))  # s.path is absolute
+                if outcome is None or outcome.outcome in ("failed", "skipped"):
+                    s.undo()  # the store kept the previous version, if any: so does the disk
+                elif outcome.outcome == "duplicate":
+                    s.discard()  # the store holds no document for this path now
+                if outcome is not None:
+                    outcomes.append(replace(outcome, path=s.name))
+            return IngestReport(outcomes, report.total_chunks)
+
+    def _uploads_dir(self, name: str) -> Path:
+        return (self.settings.data_dir / "uploads" / name).absolute()
+
+    # -- collections -----------------------------------------------------------------------------
+
+    def collections(self) -> list[str]:
+        """Returns the names of the collections in the store, sorted."""
+        return self.store.names()
+
+    def create_collection(self, name: str) -> None:
+        """Creates an empty collection for the configured embedding model (no-op if it exists)."""
+        with self._writing():
+            self._writable(name)
+
+    def delete_collection(self, name: str) -> None:
+        """Deletes a collection with its documents, lexical index and uploaded files."""
+        name = check_collection_name(name)
+        with self._writing():
+            self.store.delete(name)
+            self._lexical_path(name).unlink(missing_ok=True)
+            self._lexicals.pop(name, None)
+            shutil.rmtree(self._uploads_dir(name), ignore_errors=True)
+
+    def status(self, collection: str | None = None) -> Status:
+        """Returns what answers come from: models (as configured, none loaded) and the contents."""
+        name = self._name(collection)
+        records = self.documents(name) if name in self.collections() else []
+        return Status(
+            engine=self.settings.engine.kind,
+            model=self.settings.engine.model,
+            embedding=self.settings.embedding.model
+            if self.settings.embedding.kind != "fake"
+            else "fake",
+            collection=name,
+            documents=len(records),
+            chunks=sum(r.chunks for r in records),
+        )
 
     def documents(self, collection: str | None = None) -> list[DocumentRecord]:
         """Returns the documents in a collection (no model is loaded for this)."""
@@ -117,6 +221,8 @@ class Service:
             record = _find(target.documents(), id_or_path)
             target.delete(record)
             self._sync_lexical(target)
+            if display_path(self._uploads_dir(target.name)) == str(Path(record.source).parent):
+                Path(record.source).unlink(missing_ok=True)  # privatellm's own copy of an upload
             return record
 
     # -- retrieval -------------------------------------------------------------------------------
@@ -198,7 +304,7 @@ class Service:
         if not history or not self.settings.answer.condense:
             return question
         limit = self.engine.count_tokens(question) * 3 + 32
-        raw = "".join(self.engine.stream(condense_messages(question, history), limit)).strip()
+        raw = "".join(self._generate(condense_messages(question, history), limit)).strip()
         rewritten = " ".join(raw.split()).strip("\"'")
         # The bundled 135M model mostly answers or repeats the conversation instead of rewriting
         # (seen here); then retrieval gets the previous question and the follow-up together,
@@ -222,8 +328,12 @@ class Service:
         top_k: int | None = None,
         mode: Mode | None = None,
         sources: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> Reply:
-        """Returns the answer being generated: iterate it for the text, then call .answer()."""
+        """Returns the answer being generated: iterate it for the text, then call .answer().
+
+        max_tokens and temperature override the engine's settings for this answer."""
         standalone = self.condense(question, history)
         found = self.search(standalone, collection, top_k, mode, sources)
         settings = self.settings.answer
@@ -231,9 +341,8 @@ class Service:
         if not found.hits or (settings.abstain and weak):
             answer = Answer(question, standalone, ABSTAIN, [], found.hits, abstained=True)
             return Reply(iter([ABSTAIN]), lambda _text: answer)
-        engine = self.engine
-        max_tokens = self.settings.engine.max_tokens
-        messages, used = build_messages(standalone, found.hits, engine, max_tokens)
+        max_tokens = max_tokens or self.settings.engine.max_tokens
+        messages, used = build_messages(standalone, found.hits, self.engine, max_tokens)
 
         def finish(text: str) -> Answer:
             sentences = attribute(text, used, self.embedder, settings.min_support, standalone)
@@ -247,7 +356,19 @@ class Service:
                 unsupported=[s.text for s in sentences if not s.supported],
             )
 
-        return Reply(_until_repeated(engine.stream(messages)), finish)
+        pieces = self._generate(messages, max_tokens, temperature)
+        return Reply(_until_repeated(pieces), finish)
+
+    def _generate(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
+        """Yields the engine's reply, holding the model until it is finished or abandoned."""
+        engine = self.engine
+        with self._model_lock:
+            yield from engine.stream(messages, max_tokens, temperature)
 
     def summarize(self, id_or_path: str, collection: str | None = None) -> Iterator[str]:
         """Yields a summary of one document: partial summaries of windows that fit the context,
@@ -263,10 +384,10 @@ class Service:
             windows = _windows(texts, engine.count_tokens, budget)
             if len(windows) <= 1:
                 text = windows[0] if windows else ""
-                yield from _until_repeated(engine.stream(summary_messages(text, combine)))
+                yield from _until_repeated(self._generate(summary_messages(text, combine)))
                 return
             texts = [
-                "".join(_until_repeated(engine.stream(summary_messages(w, combine))))
+                "".join(_until_repeated(self._generate(summary_messages(w, combine))))
                 for w in windows
             ]
             combine = True
@@ -288,6 +409,12 @@ class Reply:
         for piece in self._pieces:
             self._text.append(piece)
             yield piece
+
+    def close(self) -> None:
+        """Stops generating (an answer left unfinished frees the model for the next one)."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
 
     def answer(self) -> Answer:
         """Returns the finished answer with citations (generating the rest of it if need be)."""

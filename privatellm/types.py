@@ -111,6 +111,18 @@ class IngestReport:
         }
 
 
+@dataclass(frozen=True)
+class Status:
+    """What answers come from: the configured models and one collection's contents."""
+
+    engine: str  # engine kind
+    model: str  # engine model setting
+    embedding: str  # embedding model setting
+    collection: str
+    documents: int
+    chunks: int
+
+
 class Progress(Protocol):
     """Where a long operation reports progress (the CLI shows a live bar)."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -64,7 +66,12 @@ class Scripted:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(self, messages: Sequence[Message], max_tokens: int | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
         self.prompts.append(messages[-1]["content"])
         yield self.replies.pop(0)
 
@@ -160,7 +167,7 @@ def test_a_looping_answer_is_cut_at_the_first_repeat(fake_settings: Settings, co
     loop = "Mount Everest is 8,849 metres high. " * 6
     engine = Scripted(loop)
     words = re.findall(r"\S+\s*", loop)
-    engine.stream = lambda messages, max_tokens=None: iter(words)  # type: ignore[method-assign]
+    engine.stream = lambda messages, max_tokens=None, temperature=None: iter(words)  # type: ignore[method-assign]
     service = Service(fake_settings, engine=engine)
     service.ingest([corpus])
     reply = service.ask("How high is Mount Everest?")
@@ -187,3 +194,63 @@ def test_an_echo_of_the_question_is_not_cited(real_embedder: Embedder) -> None:
     answer = "When was the Eiffel Tower completed? It was completed in 1889 for a fair."
     sentences = attribute(answer, _hits(PASSAGES), real_embedder, 0.5, question)
     assert [s.cited for s in sentences] == [(), (1,)]
+
+
+class Slow(Scripted):
+    """Replies word by word, slowly, and records how many replies were in progress at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = 0
+        self.most_active = 0
+        self.temperatures: list[float | None] = []
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
+        self.temperatures.append(temperature)
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            for word in ("The", " tower", " was", " finished", " in", " 1889", " [1]."):
+                time.sleep(0.01)
+                yield word
+        finally:
+            self.active -= 1
+
+
+def test_concurrent_questions_get_whole_answers_one_at_a_time(
+    fake_settings: Settings, corpus: Path
+) -> None:
+    engine = Slow()
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    texts: list[str] = []
+
+    def ask(temperature: float) -> None:
+        reply = service.ask("When was the Eiffel Tower completed?", temperature=temperature)
+        texts.append("".join(reply))
+
+    threads = [threading.Thread(target=ask, args=(t / 10,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert engine.most_active == 1  # never two replies interleaved on one model
+    assert texts == ["The tower was finished in 1889 [1]."] * 4
+    assert sorted(t or 0 for t in engine.temperatures) == [0, 0.1, 0.2, 0.3]
+
+
+@pytest.mark.timeout(60)  # a model left held would block the second answer forever
+def test_an_abandoned_answer_frees_the_model(fake_settings: Settings, corpus: Path) -> None:
+    engine = Slow()
+    service = Service(fake_settings, engine=engine)
+    service.ingest([corpus])
+    first = service.ask("When was the Eiffel Tower completed?")
+    next(iter(first))  # the model is now busy with this answer
+    first.close()  # the page's user asked something else instead
+    second = service.ask("When was the Eiffel Tower completed?")
+    assert "".join(second) == "The tower was finished in 1889 [1]."

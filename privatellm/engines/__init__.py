@@ -24,10 +24,15 @@ class Engine(Protocol):
         """Returns the length of text in the model's tokens."""
         ...
 
-    def stream(self, messages: Sequence[Message], max_tokens: int | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
         """Yields the reply to messages piece by piece, formatted by the model's chat template.
 
-        max_tokens caps this reply (None: the engine's setting)."""
+        max_tokens caps this reply and temperature samples it (None: the engine's settings)."""
         ...
 
 

@@ -24,7 +24,12 @@ class FakeEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split()) + sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
 
-    def stream(self, messages: Sequence[Message], max_tokens: int | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        temperature: float | None = None,  # a script has nothing to sample
+    ) -> Iterator[str]:
         prompt = messages[-1]["content"]
         match = _PASSAGE.search(prompt)
         reply = f"{match.group(2)} [{match.group(1)}]" if match else "I don't know."

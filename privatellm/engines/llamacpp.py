@@ -62,11 +62,16 @@ class LlamaCppEngine:
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def stream(self, messages: Sequence[Message], max_tokens: int | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Iterator[str]:
         parts: Any = self._llm.create_chat_completion(
             messages=list(messages),  # type: ignore[arg-type]
             max_tokens=max_tokens or self._settings.max_tokens,
-            temperature=self._settings.temperature,
+            temperature=self._settings.temperature if temperature is None else temperature,
             stream=True,
         )
         for part in parts:
