@@ -1,4 +1,4 @@
-# Two commands: `make run` (set up, ingest the samples, start privatellm) and `make test`.
+# Two commands: `make run` (set up, ingest the samples, start the page) and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +20,7 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
 
-.PHONY: venv run test lint typecheck pytest bench bench-query eval clean-venv
+.PHONY: venv run chat test lint typecheck pytest bench bench-query eval clean-venv
 
 venv: $(VENV)/.installed
 
@@ -41,7 +41,12 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch $(LLAMA_STAMP)
 	$(PIP) install -e '.[dev]'
 	touch $@
 
+# The page on http://127.0.0.1:8501 (.streamlit/config.toml: loopback only, no usage statistics).
 run: venv
+	$(VENV)/bin/privatellm ingest ingest/
+	$(VENV)/bin/streamlit run ui/app.py
+
+chat: venv
 	$(VENV)/bin/privatellm ingest ingest/
 	$(VENV)/bin/privatellm chat
 

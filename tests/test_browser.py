@@ -1,0 +1,122 @@
+"""The page in a real browser: `streamlit run ui/app.py` on the bundled models, driven by
+Playwright through Debian's Chromium (installed by .ci/run), loopback only."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SAMPLES
+
+from privatellm.config import Settings
+from privatellm.embeddings import Embedder
+from privatellm.service import Service
+
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+QUESTION = "Who started the llama.cpp project?"
+
+
+def _chromium() -> str:
+    found = os.environ.get("PRIVATELLM_CHROMIUM") or shutil.which("chromium")
+    if not found:
+        pytest.fail("the browser test needs Chromium: apt-get install chromium (.ci/run does)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"streamlit exited with status {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"streamlit did not answer on {url} within {seconds} s")
+
+
+@pytest.fixture
+def app_url(tmp_path: Path, real_embedder: Embedder) -> Iterator[str]:
+    """The page served on a loopback port, answering from ingest/ with the bundled models."""
+    data = tmp_path / "data"
+    Service(Settings(data_dir=data), embedder=real_embedder).ingest([SAMPLES])
+    port = _free_port()
+    env = {**os.environ, "PRIVATELLM_DATA_DIR": str(data)}
+    env.pop("PRIVATELLM_CONFIG", None)
+    log = (tmp_path / "streamlit.log").open("wb")
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "streamlit", "run", str(REPO / "ui" / "app.py")),
+            *("--server.headless", "true", "--server.address", "127.0.0.1"),
+            *("--server.port", str(port), "--browser.gatherUsageStats", "false"),
+            *("--server.fileWatcherType", "none"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_question_in_the_browser_shows_a_streamed_cited_answer(
+    app_url: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(app_url)
+            expect(page.get_by_text("llama-history.pdf")).to_be_visible(timeout=120_000)
+            expect(page.get_by_text("3 documents", exact=False)).to_be_visible()
+            box = page.get_by_test_id("stChatInputTextArea")
+            box.fill(QUESTION)
+            box.press("Enter")
+            answer = page.get_by_test_id("stChatMessage").nth(1)
+            expect(answer).to_contain_text("Gerganov", timeout=180_000)
+            citation = page.locator("summary").filter(
+                has_text=re.compile(r"\[\d\] llama-history\.pdf, p\. 3 · score \d\.\d\d")
+            )
+            expect(citation.first).to_be_visible(timeout=180_000)
+            citation.first.click()
+            expect(page.get_by_text("Georgi Gerganov in March 2023").last).to_be_visible()
+            page.wait_for_timeout(1000)  # the expander's opening animation, for the screenshot
+            shot = tmp_path / "page.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
