@@ -115,6 +115,9 @@ class EngineSettings(_Section):
     context_tokens: int = Field(2048, ge=256, description="Context window the model is run with.")
     max_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float = Field(
+        0.95, gt=0.0, le=1.0, description="Nucleus sampling: tokens within this probability mass."
+    )
     threads: int = Field(
         0,
         ge=0,
@@ -126,6 +129,17 @@ class EngineSettings(_Section):
     )
     flash_attention: bool = Field(
         True, description="llama.cpp flash attention (reads prompts faster on CPU)."
+    )
+    wait_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a question waits while the model answers others before it fails "
+        "as busy (HTTP 503). The model answers one question at a time.",
+    )
+    max_waiting: int = Field(
+        32,
+        ge=1,
+        description="Questions allowed to wait for the model; more are refused (HTTP 429).",
     )
 
 
@@ -185,6 +199,25 @@ class AnswerSettings(_Section):
     )
 
 
+class ApiSettings(_Section):
+    host: str = Field(
+        "127.0.0.1",
+        description="Address `privatellm serve` listens on (loopback: this machine only).",
+    )
+    port: int = Field(8001, ge=1, le=65535, description="Port `privatellm serve` listens on.")
+    api_key: str = Field(
+        "",
+        description="If set, every request but /health must send `Authorization: Bearer KEY` (or "
+        "the raw value, as PrivateGPT clients do). Better given as PRIVATELLM_API__API_KEY.",
+    )
+    max_upload_mb: float = Field(
+        50, gt=0, description="Largest file one upload may hold (HTTP 413)."
+    )
+    max_files: int = Field(
+        20, ge=1, description="Most files one ingest request may hold (HTTP 413)."
+    )
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "privatellm"
@@ -207,6 +240,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
     answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -3,6 +3,7 @@
 PrivateLLMError                 every expected failure; the CLI prints str(e) on one line
 ├── ConfigError                 bad settings, bad profile file, bad collection name (exit 2)
 ├── ModelError                  a model cannot be found or loaded
+│   └── ModelBusyError          the model is answering others for longer than one may wait
 ├── StoreError                  the vector store refuses an operation
 │   ├── EmbeddingMismatchError  collection built by another embedding model
 │   ├── StoreLockedError        another process is writing the same collection
@@ -29,6 +30,17 @@ class ConfigError(PrivateLLMError):
 
 class ModelError(PrivateLLMError):
     exit_code = 2
+
+
+class ModelBusyError(ModelError):
+    """Too many questions ahead: queue_full (refused at once) or the wait ran out."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, retry_after: int, queue_full: bool) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.queue_full = queue_full
 
 
 class StoreError(PrivateLLMError):

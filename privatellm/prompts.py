@@ -23,19 +23,26 @@ def _passage(n: int, hit: ScoredChunk) -> str:
 
 
 def build_messages(
-    question: str, hits: Sequence[ScoredChunk], engine: Engine, answer_tokens: int
+    question: str,
+    hits: Sequence[ScoredChunk],
+    engine: Engine,
+    answer_tokens: int,
+    system: str | None = None,
 ) -> tuple[list[Message], list[ScoredChunk]]:
     """Returns the messages for the engine and the passages that fitted, best first.
 
     Passages are added while the prompt plus the answer still fits the context window, so a
-    long passage can never make the engine refuse the request.
+    long passage can never make the engine refuse the request. A caller's system prompt goes
+    first, as a system message.
     """
+    head: list[Message] = [{"role": "system", "content": system}] if system else []
     budget = (
         engine.context_tokens
         - answer_tokens
         - TEMPLATE_TOKENS
         - engine.count_tokens(INSTRUCTION)
         - engine.count_tokens(question)
+        - sum(engine.count_tokens(m["content"]) + TEMPLATE_TOKENS for m in head)
     )
     used: list[ScoredChunk] = []
     passages: list[str] = []
@@ -48,7 +55,7 @@ def build_messages(
         used.append(hit)
         passages.append(text)
     user = "\n\n".join([*passages, f"Question: {question}", INSTRUCTION])
-    return [{"role": "user", "content": user}], used
+    return [*head, {"role": "user", "content": user}], used
 
 
 CONDENSE = (
@@ -75,12 +82,16 @@ SUMMARIZE = "Summarize the text above in at most three sentences."
 COMBINE = "Combine the summaries above into one summary of at most five sentences."
 
 
-def summary_budget(engine: Engine, answer_tokens: int) -> int:
+def summary_budget(engine: Engine, answer_tokens: int, instructions: str | None = None) -> int:
     """Returns how many tokens of text fit in one summarizing prompt."""
-    instruction = max(engine.count_tokens(SUMMARIZE), engine.count_tokens(COMBINE))
+    instruction = max(engine.count_tokens(t) for t in (SUMMARIZE, COMBINE, instructions or ""))
     return engine.context_tokens - answer_tokens - TEMPLATE_TOKENS - instruction
 
 
-def summary_messages(text: str, combine: bool = False) -> list[Message]:
-    """Returns the messages asking for a summary of text (or of partial summaries)."""
-    return [{"role": "user", "content": f"{text}\n\n{COMBINE if combine else SUMMARIZE}"}]
+def summary_messages(
+    text: str, combine: bool = False, instructions: str | None = None
+) -> list[Message]:
+    """Returns the messages asking for a summary of text (or of partial summaries); a caller's
+    instructions replace the default ones."""
+    instruction = instructions or (COMBINE if combine else SUMMARIZE)
+    return [{"role": "user", "content": f"{text}\n\n{instruction}"}]

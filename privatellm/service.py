@@ -21,8 +21,9 @@ from privatellm.chunking import chunk_id
 from privatellm.citations import attribute, citations, render, split_sentences
 from privatellm.config import EngineSettings, Settings
 from privatellm.embeddings import Embedder, build_embedder
-from privatellm.engines import Engine, Message, build_engine
+from privatellm.engines import DEFAULT, Engine, Message, Sampling, build_engine
 from privatellm.errors import ConfigError, NotFoundError, StoreLockedError
+from privatellm.gate import ModelGate
 from privatellm.ingest import Ingestor, display_path
 from privatellm.lexical import LexicalIndex
 from privatellm.prompts import (
@@ -52,9 +53,11 @@ class Service:
     ) -> None:
         self.settings = settings
         self._lexicals: dict[str, tuple[int | None, LexicalIndex]] = {}
-        # One model, one reply at a time: llama.cpp's context is not safe for two threads, and
-        # the page (a thread per browser tab) or the API may ask concurrently.
-        self._model_lock = threading.Lock()
+        engine_settings = settings.engine
+        self._gate = ModelGate(engine_settings.wait_seconds, engine_settings.max_waiting)
+        # Writers in this process (the page's tabs, the API's requests) take turns; the file
+        # lock in _writing() keeps out writers in other processes.
+        self._write_lock = threading.Lock()
         # Injected parts replace the ones the settings would build (a shared model in tests).
         if embedder is not None:
             self.__dict__["embedder"] = embedder
@@ -72,6 +75,7 @@ class Service:
         settings = self.settings.model_copy(update={"engine": engine})
         clone = Service(settings, embedder=self.embedder)
         clone.__dict__["store"] = self.store
+        clone._write_lock = self._write_lock  # one store, one writer at a time
         return clone
 
     @cached_property
@@ -95,7 +99,22 @@ class Service:
         )
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, wait: bool = True) -> Iterator[None]:
+        """Holds the data directory for writing; wait=False fails at once if a writer in this
+        process holds it (a reader's optional save must never wait behind an ingest)."""
+        busy = StoreLockedError(
+            f"another ingest is running on {self.settings.data_dir}; wait for it to finish"
+        )
+        if not self._write_lock.acquire(blocking=wait):
+            raise busy
+        try:
+            with self._file_lock(busy):
+                yield
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _file_lock(self, busy: StoreLockedError) -> Iterator[None]:
         # One writer per data directory: embedded Chroma is not safe for two writing processes,
         # so a second ingest stops at once with a clear message instead of corrupting the store.
         from filelock import FileLock, Timeout
@@ -106,9 +125,7 @@ class Service:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise StoreLockedError(
-                f"another ingest is running on {self.settings.data_dir}; wait for it to finish"
-            ) from None
+            raise busy from None
         try:
             yield
         finally:
@@ -258,7 +275,7 @@ class Service:
         if save:
             index.save(path)
         else:
-            with suppress(StoreLockedError), self._writing():
+            with suppress(StoreLockedError), self._writing(wait=False):
                 index.save(path)
         return index
 
@@ -304,7 +321,8 @@ class Service:
         if not history or not self.settings.answer.condense:
             return question
         limit = self.engine.count_tokens(question) * 3 + 32
-        raw = "".join(self._generate(condense_messages(question, history), limit)).strip()
+        sampling = Sampling(max_tokens=limit, temperature=0.0)
+        raw = "".join(self._generate(condense_messages(question, history), sampling)).strip()
         rewritten = " ".join(raw.split()).strip("\"'")
         # The bundled 135M model mostly answers or repeats the conversation instead of rewriting
         # (seen here); then retrieval gets the previous question and the follow-up together,
@@ -328,21 +346,22 @@ class Service:
         top_k: int | None = None,
         mode: Mode | None = None,
         sources: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        sampling: Sampling = DEFAULT,
+        system: str | None = None,
     ) -> Reply:
         """Returns the answer being generated: iterate it for the text, then call .answer().
 
-        max_tokens and temperature override the engine's settings for this answer."""
+        system, if given, is sent ahead of the passages as the system prompt."""
         standalone = self.condense(question, history)
         found = self.search(standalone, collection, top_k, mode, sources)
         settings = self.settings.answer
         weak = found.evidence.weak(settings.min_dense, settings.min_lexical)
         if not found.hits or (settings.abstain and weak):
             answer = Answer(question, standalone, ABSTAIN, [], found.hits, abstained=True)
-            return Reply(iter([ABSTAIN]), lambda _text: answer)
-        max_tokens = max_tokens or self.settings.engine.max_tokens
-        messages, used = build_messages(standalone, found.hits, self.engine, max_tokens)
+            return Reply(iter([ABSTAIN]), lambda _text: answer, found.hits, 0)
+        engine = self.engine
+        max_tokens = sampling.max_tokens or self.settings.engine.max_tokens
+        messages, used = build_messages(standalone, found.hits, engine, max_tokens, system)
 
         def finish(text: str) -> Answer:
             sentences = attribute(text, used, self.embedder, settings.min_support, standalone)
@@ -356,35 +375,90 @@ class Service:
                 unsupported=[s.text for s in sentences if not s.supported],
             )
 
-        pieces = self._generate(messages, max_tokens, temperature)
-        return Reply(_until_repeated(pieces), finish)
+        pieces = _until_repeated(self._generate(messages, sampling))
+        return Reply(pieces, finish, used, sum(engine.count_tokens(m["content"]) for m in messages))
 
-    def _generate(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> Iterator[str]:
+    def chat(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
+        """Yields the model's reply to a conversation, with no documents involved."""
+        return self._generate(messages, sampling)
+
+    def count_tokens(self, text: str) -> int:
+        """Returns the length of text in the chat model's tokens."""
+        return self.engine.count_tokens(text)
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Returns the embedding of each text and how many model tokens they held."""
+        vectors = self.embedder.embed_batch(list(texts))
+        return vectors.tolist(), sum(self.embedder.count_tokens(t) for t in texts)
+
+    def neighbours(
+        self, hit: ScoredChunk, count: int, collection: str | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Returns the texts of up to count chunks before and after hit in its document."""
+        if count <= 0:
+            return [], []
+        index = hit.chunk.index
+        before = [chunk_id(hit.chunk.doc_id, i) for i in range(max(0, index - count), index)]
+        after = [chunk_id(hit.chunk.doc_id, i) for i in range(index + 1, index + count + 1)]
+        found = {
+            c.id: c.text for c in self.store.open(self._name(collection)).chunks(before + after)
+        }
+        return [found[i] for i in before if i in found], [found[i] for i in after if i in found]
+
+    def _generate(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
         """Yields the engine's reply, holding the model until it is finished or abandoned."""
         engine = self.engine
-        with self._model_lock:
-            yield from engine.stream(messages, max_tokens, temperature)
+        with self._gate.held():
+            yield from engine.stream(messages, sampling)
 
-    def summarize(self, id_or_path: str, collection: str | None = None) -> Iterator[str]:
-        """Yields a summary of one document: partial summaries of windows that fit the context,
-        combined until one prompt holds them all (map-reduce)."""
+    # -- summaries -------------------------------------------------------------------------------
+
+    def summarize(
+        self, id_or_path: str, collection: str | None = None, instructions: str | None = None
+    ) -> Iterator[str]:
+        """Yields a summary of one document."""
         target = self.store.open(self._name(collection))
         record = _find(target.documents(), id_or_path)
-        order = {chunk_id(record.id, i): i for i in range(record.chunks)}
-        texts = [c.text for c in sorted(target.chunk_texts([record.id]), key=lambda c: order[c.id])]
+        return self._summarize(_document_texts(target, record), instructions)
+
+    def summarize_text(self, text: str, instructions: str | None = None) -> Iterator[str]:
+        """Yields a summary of text."""
+        if not text.strip():
+            raise ConfigError("nothing to summarize: the text is empty")
+        return self._summarize([text], instructions)
+
+    def summarize_documents(
+        self,
+        sources: Sequence[str] | None = None,
+        collection: str | None = None,
+        query: str | None = None,
+        instructions: str | None = None,
+    ) -> Iterator[str]:
+        """Yields a summary of documents (ids, id prefixes or paths; None: all of them): of the
+        passages retrieved for query if one is given, else of their whole text."""
+        if query:
+            texts = [h.chunk.text for h in self.retrieve(query, collection, sources=sources)]
+        else:
+            target = self.store.open(self._name(collection))
+            records = target.documents()
+            chosen = [_find(records, s) for s in sources] if sources else records
+            texts = [t for r in chosen for t in _document_texts(target, r)]
+        if not texts:
+            raise NotFoundError("nothing to summarize: no passage matches")
+        return self._summarize(texts, instructions)
+
+    def _summarize(self, texts: list[str], instructions: str | None) -> Iterator[str]:
+        """Yields a summary of texts: partial summaries of windows that fit the context,
+        combined until one prompt holds them all (map-reduce); instructions shape the last."""
         engine, answer_tokens = self.engine, self.settings.engine.max_tokens
-        budget = summary_budget(engine, answer_tokens)
+        budget = summary_budget(engine, answer_tokens, instructions)
         combine = False
         while True:
             windows = _windows(texts, engine.count_tokens, budget)
             if len(windows) <= 1:
                 text = windows[0] if windows else ""
-                yield from _until_repeated(self._generate(summary_messages(text, combine)))
+                last = summary_messages(text, combine, instructions)
+                yield from _until_repeated(self._generate(last))
                 return
             texts = [
                 "".join(_until_repeated(self._generate(summary_messages(w, combine))))
@@ -397,11 +471,22 @@ ABSTAIN = "The documents don't say: nothing retrieved for this question is close
 
 
 class Reply:
-    """An answer in the making: iterating yields its text as generated; answer() finishes it."""
+    """An answer in the making: iterating yields its text as generated; answer() finishes it.
 
-    def __init__(self, pieces: Iterator[str], finish: Callable[[str], Answer]) -> None:
+    passages are what the model was given ([n] is passages[n-1]; the closest ones when it was
+    not called) and prompt_tokens their cost, both known before the first piece."""
+
+    def __init__(
+        self,
+        pieces: Iterator[str],
+        finish: Callable[[str], Answer],
+        passages: list[ScoredChunk],
+        prompt_tokens: int,
+    ) -> None:
         self._pieces = pieces
         self._finish = finish
+        self.passages = passages
+        self.prompt_tokens = prompt_tokens
         self._text: list[str] = []
         self._answer: Answer | None = None
 
@@ -476,6 +561,13 @@ def _windows(texts: Sequence[str], count: Callable[[str], int], budget: int) -> 
     if current:
         windows.append("\n".join(current))
     return windows
+
+
+def _document_texts(collection: Collection, record: DocumentRecord) -> list[str]:
+    """Returns a document's chunk texts in document order."""
+    order = {chunk_id(record.id, i): i for i in range(record.chunks)}
+    chunks = sorted(collection.chunk_texts([record.id]), key=lambda c: order[c.id])
+    return [c.text for c in chunks]
 
 
 def _find(records: Sequence[DocumentRecord], id_or_path: str) -> DocumentRecord:

@@ -13,7 +13,7 @@ import pytest
 from privatellm.citations import attribute, render, split_sentences
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder
-from privatellm.engines import Message
+from privatellm.engines import DEFAULT, Message, Sampling
 from privatellm.service import ABSTAIN, Service, _windows
 from privatellm.types import Chunk, ScoredChunk
 
@@ -66,12 +66,7 @@ class Scripted:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
         self.prompts.append(messages[-1]["content"])
         yield self.replies.pop(0)
 
@@ -167,7 +162,7 @@ def test_a_looping_answer_is_cut_at_the_first_repeat(fake_settings: Settings, co
     loop = "Mount Everest is 8,849 metres high. " * 6
     engine = Scripted(loop)
     words = re.findall(r"\S+\s*", loop)
-    engine.stream = lambda messages, max_tokens=None, temperature=None: iter(words)  # type: ignore[method-assign]
+    engine.stream = lambda messages, sampling=DEFAULT: iter(words)  # type: ignore[method-assign]
     service = Service(fake_settings, engine=engine)
     service.ingest([corpus])
     reply = service.ask("How high is Mount Everest?")
@@ -205,13 +200,8 @@ class Slow(Scripted):
         self.most_active = 0
         self.temperatures: list[float | None] = []
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> Iterator[str]:
-        self.temperatures.append(temperature)
+    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
+        self.temperatures.append(sampling.temperature)
         self.active += 1
         self.most_active = max(self.most_active, self.active)
         try:
@@ -231,7 +221,8 @@ def test_concurrent_questions_get_whole_answers_one_at_a_time(
     texts: list[str] = []
 
     def ask(temperature: float) -> None:
-        reply = service.ask("When was the Eiffel Tower completed?", temperature=temperature)
+        question = "When was the Eiffel Tower completed?"
+        reply = service.ask(question, sampling=Sampling(temperature=temperature))
         texts.append("".join(reply))
 
     threads = [threading.Thread(target=ask, args=(t / 10,)) for t in range(4)]

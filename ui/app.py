@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, get_args
 import streamlit as st
 
 from privatellm.config import Settings, config_files_from_env, load_settings
+from privatellm.engines import Sampling
 from privatellm.errors import PrivateLLMError
 from privatellm.loaders import suffixes
 from privatellm.retrieval import Mode
@@ -376,8 +377,7 @@ def _answer(
                 history,
                 top_k=choices.top_k,
                 mode=choices.mode,
-                max_tokens=choices.max_tokens,
-                temperature=choices.temperature,
+                sampling=Sampling(max_tokens=choices.max_tokens, temperature=choices.temperature),
             )
         box = st.empty()
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypedDict
 
 if TYPE_CHECKING:
@@ -12,6 +13,19 @@ if TYPE_CHECKING:
 class Message(TypedDict):
     role: str  # "system" | "user" | "assistant"
     content: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one reply is generated; None keeps the engine's setting."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()  # the reply ends before the first of these
+
+
+DEFAULT = Sampling()
 
 
 class Engine(Protocol):
@@ -24,15 +38,8 @@ class Engine(Protocol):
         """Returns the length of text in the model's tokens."""
         ...
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> Iterator[str]:
-        """Yields the reply to messages piece by piece, formatted by the model's chat template.
-
-        max_tokens caps this reply and temperature samples it (None: the engine's settings)."""
+    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
+        """Yields the reply to messages piece by piece, formatted by the model's chat template."""
         ...
 
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 from privatellm.config import EngineSettings
-from privatellm.engines import Message
+from privatellm.engines import DEFAULT, Message, Sampling
 
 _PASSAGE = re.compile(r"^\[(\d+)\] (.+?[.!?。！？])(?:\s|$)", re.MULTILINE)
 
@@ -24,15 +24,12 @@ class FakeEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split()) + sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int | None = None,
-        temperature: float | None = None,  # a script has nothing to sample
-    ) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
         prompt = messages[-1]["content"]
         match = _PASSAGE.search(prompt)
         reply = f"{match.group(2)} [{match.group(1)}]" if match else "I don't know."
-        words = reply.split(" ")[: max_tokens or self._max_tokens]
+        for stop in sampling.stop:  # a script has nothing to sample: only length and stops apply
+            reply = reply.split(stop, 1)[0]
+        words = reply.split(" ")[: sampling.max_tokens or self._max_tokens]
         for i, word in enumerate(words):
             yield word if i == 0 else " " + word

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from privatellm.config import BUNDLED_LLM, EngineSettings
-from privatellm.engines import Message
+from privatellm.engines import DEFAULT, Message, Sampling
 from privatellm.errors import ModelError
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -62,16 +62,14 @@ class LlamaCppEngine:
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
+        s = self._settings
         parts: Any = self._llm.create_chat_completion(
             messages=list(messages),  # type: ignore[arg-type]
-            max_tokens=max_tokens or self._settings.max_tokens,
-            temperature=self._settings.temperature if temperature is None else temperature,
+            max_tokens=sampling.max_tokens or s.max_tokens,
+            temperature=s.temperature if sampling.temperature is None else sampling.temperature,
+            top_p=s.top_p if sampling.top_p is None else sampling.top_p,
+            stop=list(sampling.stop) or None,
             stream=True,
         )
         for part in parts:
