@@ -339,6 +339,33 @@ def summarize(ctx: _Context, source: str, collection: str | None) -> None:
     click.echo()
 
 
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default api.host: 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default api.port: 8001.")
+@click.pass_obj
+def serve(ctx: _Context, host: str | None, port: int | None) -> None:
+    """Serve the OpenAI- and PrivateGPT-compatible HTTP API (docs at /docs).
+
+    Models load before the server starts listening, so a missing model is an error here, not
+    on the first request.
+    """
+    import uvicorn
+
+    from privatellm.api import create_app
+
+    api = ctx.settings.api
+    host, port = host or api.host, port or api.port
+    if host not in ("127.0.0.1", "localhost", "::1") and not api.api_key:
+        click.echo(
+            f"warning: serving {host} without an API key: anyone who can reach this port reads "
+            "your documents (set PRIVATELLM_API__API_KEY)",
+            err=True,
+        )
+    service = ctx.service
+    service.embedder, service.engine  # noqa: B018  load both now
+    uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+
+
 @cli.command("eval")
 @click.argument("qa_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(

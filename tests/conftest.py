@@ -55,6 +55,34 @@ def run_cli(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(
+    url: str, server: subprocess.Popen[bytes], expect: bytes, seconds: float = 180
+) -> None:
+    """Waits until GET url answers with a body containing expect, or the server exits."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited with status {server.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if expect in response.read():
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"nothing answered on {url} within {seconds} s")
+
+
 def make_pdf(path: Path, pages: list[str]) -> Path:
     """Writes a real PDF with one text page per item."""
     from fpdf import FPDF

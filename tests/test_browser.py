@@ -6,16 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, free_port, wait_healthy
 
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder
@@ -39,32 +36,12 @@ def _chromium() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"streamlit exited with status {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"streamlit did not answer on {url} within {seconds} s")
-
-
 @pytest.fixture
 def app_url(tmp_path: Path, real_embedder: Embedder) -> Iterator[str]:
     """The page served on a loopback port, answering from ingest/ with the bundled models."""
     data = tmp_path / "data"
     Service(Settings(data_dir=data), embedder=real_embedder).ingest([SAMPLES])
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PRIVATELLM_DATA_DIR": str(data)}
     env.pop("PRIVATELLM_CONFIG", None)
     log = (tmp_path / "streamlit.log").open("wb")
@@ -82,7 +59,7 @@ def app_url(tmp_path: Path, real_embedder: Embedder) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, server)
+        wait_healthy(f"{url}/_stcore/health", server, b"ok")
         yield url
     finally:
         server.terminate()
