@@ -1,0 +1,234 @@
+"""Model management: checksum verification of model folders and the list of known models.
+
+Meta's download script writes `checklist.chk` (md5, checked with `md5sum -c`); Hugging Face
+mirrors and most release pages publish `SHA256SUMS`. Both are "HASH  NAME" lines (or
+"HASH *NAME", binary mode), which is all coreutils' format holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from privatellm.config import Settings
+from privatellm.errors import ConfigError, ModelError
+
+CHECKSUM_FILES = {"SHA256SUMS": "sha256", "checklist.chk": "md5"}
+BLOCK = 8 * 1024 * 1024
+Status = Literal["OK", "MISMATCH", "MISSING", "INVALID"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str = ""
+
+
+def parse_sums(text: str, source: str) -> list[tuple[str, str]]:
+    """Returns (hash, file name) per line of a coreutils-style checksum file."""
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().removeprefix("*")
+        if not name or not all(c in "0123456789abcdefABCDEF" for c in digest):
+            raise ConfigError(f"{source}, line {number}: not 'HASH  FILE'")
+        pairs.append((digest.lower(), name))
+    return pairs
+
+
+def verify(directory: Path, progress: bool = False) -> list[Check]:
+    """Checks every file the folder's checksum files list; raises ConfigError if it has none."""
+    found = [(directory / name, algo) for name, algo in CHECKSUM_FILES.items()]
+    found = [(path, algo) for path, algo in found if path.is_file()]
+    if not found:
+        names = " or ".join(CHECKSUM_FILES)
+        raise ConfigError(f"{directory}: no {names} to verify against")
+    expected = [
+        (digest, name, algo)
+        for path, algo in found
+        for digest, name in parse_sums(path.read_text(encoding="utf-8"), path.name)
+    ]
+    root = directory.resolve()
+    checks: list[Check] = []
+    todo: list[tuple[str, str, str, Path]] = []
+    for digest, name, algo in expected:
+        path = (directory / name).resolve()
+        if not path.is_relative_to(root):  # a checksum file must not make us read elsewhere
+            checks.append(Check(name, "INVALID", "names a file outside the folder"))
+        elif not path.is_file():
+            checks.append(Check(name, "MISSING"))
+        else:
+            todo.append((digest, name, algo, path))
+    total = sum(path.stat().st_size for *_, path in todo)
+    with _bar(total, progress) as advance:
+        for digest, name, algo, path in todo:
+            actual = _digest(path, algo, advance)
+            status: Status = "OK" if actual == digest else "MISMATCH"
+            detail = "" if status == "OK" else f"{algo} {actual}, expected {digest}"
+            checks.append(Check(name, status, detail))
+    order = {name: i for i, (_, name, _) in enumerate(expected)}
+    return sorted(checks, key=lambda c: order[c.name])
+
+
+def _digest(path: Path, algo: str, advance: Callable[[int], object]) -> str:
+    hasher = hashlib.new(algo)
+    with path.open("rb") as f:
+        while block := f.read(BLOCK):
+            hasher.update(block)
+            advance(len(block))
+    return hasher.hexdigest()
+
+
+@contextmanager
+def _bar(total: int, show: bool) -> Iterator[Callable[[int], object]]:
+    """Yields the advance function of a bytes progress bar on stderr (tqdm), or of nothing."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=None if show else True
+    )
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+# -- the models privatellm knows ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    role: Literal["chat", "embedding"]
+    name: str
+    engine: str
+    quantization: str
+    size_bytes: int
+    context_tokens: int | None
+    path: str
+    configured: bool
+
+
+def known_models(settings: Settings) -> Iterator[ModelInfo]:
+    """Yields the configured models, then the bundled ones not already listed."""
+    from privatellm.config import BUNDLED_EMBEDDING, BUNDLED_LLM
+
+    engine = settings.engine
+    chat = [engine.model] if engine.kind == "llamacpp" else []
+    if engine.kind == "openai":
+        yield ModelInfo(
+            "chat",
+            engine.model,
+            "openai",
+            "remote",
+            0,
+            engine.context_tokens,
+            engine.base_url,
+            True,
+        )
+    elif engine.kind == "torch":
+        yield _torch_info(engine.model, engine.dtype, engine.quantize)
+    for model in dict.fromkeys([*chat, BUNDLED_LLM]):
+        yield _gguf_info(model, configured=model in chat)
+    embedding = [settings.embedding.model] if settings.embedding.kind != "fake" else []
+    for model in dict.fromkeys([*embedding, BUNDLED_EMBEDDING]):
+        yield _embedding_info(model, configured=model in embedding)
+
+
+def _gguf_info(model: str, configured: bool) -> ModelInfo:
+    from privatellm.engines.llamacpp import resolve_gguf
+
+    path = resolve_gguf(model)
+    meta = gguf_metadata(path)
+    context = meta.get(f"{meta.get('general.architecture')}.context_length")
+    return ModelInfo(
+        role="chat",
+        name=path.stem,
+        engine="llamacpp",
+        quantization=_file_type(meta.get("general.file_type")),
+        size_bytes=path.stat().st_size,
+        context_tokens=int(context) if isinstance(context, int) else None,
+        path=str(path),
+        configured=configured,
+    )
+
+
+def _torch_info(model: str, dtype: str, quantize: str) -> ModelInfo:
+    import json
+
+    from privatellm.config import BUNDLED_LLM
+    from privatellm.convert import is_meta_checkpoint
+
+    precision = "int8 weights" if quantize == "int8" else f"{dtype} (torch)"
+    if model == BUNDLED_LLM or model.lower().endswith(".gguf"):
+        info = _gguf_info(model, configured=True)
+        return ModelInfo(
+            "chat",
+            info.name,
+            "torch",
+            f"{info.quantization} dequantized, {precision}",
+            info.size_bytes,
+            info.context_tokens,
+            info.path,
+            True,
+        )
+    folder = Path(model).expanduser()
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    context = None
+    if is_meta_checkpoint(folder):
+        context = json.loads((folder / "params.json").read_text()).get("max_seq_len")
+    elif (folder / "config.json").is_file():
+        context = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    return ModelInfo("chat", folder.name, "torch", precision, size, context, str(folder), True)
+
+
+def gguf_metadata(path: Path) -> dict[str, object]:
+    """Returns a GGUF file's scalar metadata (gguf, llama.cpp's own reader: no weights loaded)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as e:
+        raise ModelError(f"cannot read {path}: {e}") from e
+    values: dict[str, object] = {}
+    for key, field in reader.fields.items():
+        if len(field.types) == 1 and field.types[0] != gguf.GGUFValueType.ARRAY:
+            values[key] = field.contents()
+    return values
+
+
+def _file_type(code: object) -> str:
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(int(code)).name.removeprefix("MOSTLY_")  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return "unknown"
+
+
+def _embedding_info(model: str, configured: bool) -> ModelInfo:
+    import json
+
+    from privatellm.embeddings import resolve_model_dir
+
+    name, directory = resolve_model_dir(model)
+    size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    config = directory / "sentence_bert_config.json"
+    length = json.loads(config.read_text())["max_seq_length"] if config.is_file() else None
+    return ModelInfo(
+        role="embedding",
+        name=name,
+        engine="sentence-transformers",
+        quantization="fp32",  # bf16 at run time on CPUs with native bf16
+        size_bytes=size,
+        context_tokens=length,
+        path=os.fspath(directory),
+        configured=configured,
+    )
