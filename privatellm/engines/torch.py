@@ -1,0 +1,185 @@
+"""A Llama-family model run by PyTorch through transformers (engine.kind: torch).
+
+engine.model may name a Hugging Face model folder (safetensors), a GGUF file (transformers
+dequantizes it into torch weights), 'bundled:SmolLM2-135M-Instruct' (the bundled GGUF), or a Meta
+checkpoint folder (consolidated.*.pth + params.json + tokenizer.model), converted once into a
+cache folder (`privatellm models convert` does it ahead of time). CPU by default, CUDA when asked
+or available (device auto); fp32 or bf16; optional weight-only int8 (torchao).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from privatellm.config import BUNDLED_LLM, EngineSettings
+from privatellm.engines import DEFAULT, Message, Sampling
+from privatellm.errors import ConfigError, ModelError
+
+
+def resolve_source(model: str) -> tuple[Path, str | None]:
+    """Returns (folder to load, GGUF file name in it or None) for an engine.model setting."""
+    from privatellm.convert import convert, is_meta_checkpoint
+    from privatellm.engines.llamacpp import resolve_gguf
+
+    if model == BUNDLED_LLM or model.lower().endswith(".gguf"):
+        path = resolve_gguf(model)
+        return path.parent, path.name
+    path = Path(model).expanduser()
+    if is_meta_checkpoint(path):
+        target = _conversion_cache() / f"{path.name}-{_fingerprint(path)}"
+        if not (target / "config.json").is_file():
+            convert(path, target)
+        return target, None
+    if (path / "config.json").is_file():
+        return path, None
+    raise ModelError(
+        f"{model}: not a GGUF file, a Hugging Face model folder (config.json) or a Meta "
+        "checkpoint folder (params.json + consolidated.*.pth)"
+    )
+
+
+def _conversion_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "privatellm" / "converted"
+
+
+def _fingerprint(folder: Path) -> str:
+    """Changes when any file of the checkpoint does (name, size, modification time)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            stat = f.stat()
+            h.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
+def _device(setting: str) -> str:
+    import torch
+
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("engine.device is cuda, but torch sees no CUDA device")
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _dtype(setting: str, device: str) -> Any:
+    import torch
+
+    if setting == "auto":
+        from privatellm.embeddings import cpu_has_native_bf16
+
+        native = device == "cuda" or cpu_has_native_bf16()
+        return torch.bfloat16 if native else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[setting]
+
+
+class TorchEngine:
+    def __init__(self, settings: EngineSettings) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, gguf = resolve_source(settings.model)
+        device = _device(settings.device)
+        dtype = _dtype(settings.dtype, device)
+        extra = {"gguf_file": gguf} if gguf else {}
+        try:
+            # Any: transformers' own annotations are narrower than what these calls accept
+            self._tokenizer: Any = AutoTokenizer.from_pretrained(folder, **extra)
+            model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **extra)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load {settings.model}: {e}".splitlines()[0]) from e
+        model = model.to(device).eval()
+        if settings.quantize == "int8":
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+            quantize_(model, Int8WeightOnlyConfig())
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self._model = model
+        self._device = device
+        self._settings = settings
+        self.name = Path(gguf).stem if gguf else folder.name
+        self.context_tokens = settings.context_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, messages: Sequence[Message]) -> Any:
+        """Returns the token ids of messages in the model's chat template."""
+        if self._tokenizer.chat_template:
+            ids = self._tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
+        else:  # a converted Meta base model has no template: plain turns
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            ids = self._tokenizer(text, return_tensors="pt")["input_ids"]
+        return ids.to(self._device)
+
+    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        # generate() runs in a thread and hands text over through the streamer's queue
+        streamer: Any = TextIteratorStreamer(
+            self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
+        )
+        cancelled = threading.Event()
+        options = self._options(messages, sampling, streamer, cancelled)
+        failed: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                self._model.generate(**options)
+            except BaseException as e:  # reported to the reader below, not lost in the thread
+                failed.append(e)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        try:
+            for text in streamer:
+                if text:
+                    yield text
+        finally:  # a reader that stops early stops the generation too
+            cancelled.set()
+            worker.join()
+        if failed:
+            raise ModelError(f"generation failed: {failed[0]}") from failed[0]
+
+    def _options(
+        self,
+        messages: Sequence[Message],
+        sampling: Sampling,
+        streamer: Any,
+        cancelled: threading.Event,
+    ) -> dict[str, Any]:
+        """Returns generate()'s arguments: greedy at temperature 0, sampling otherwise."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancelled.is_set()
+
+        s = self._settings
+        temperature = s.temperature if sampling.temperature is None else sampling.temperature
+        ids = self.prompt_ids(messages)
+        options: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": ids.new_ones(ids.shape),
+            "max_new_tokens": sampling.max_tokens or s.max_tokens,
+            "do_sample": temperature > 0,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
+            "pad_token_id": self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+        }
+        if temperature > 0:
+            top_p = s.top_p if sampling.top_p is None else sampling.top_p
+            options |= {"temperature": temperature, "top_p": top_p}
+        if sampling.stop:
+            options |= {"stop_strings": list(sampling.stop), "tokenizer": self._tokenizer}
+        return options
