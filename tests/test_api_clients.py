@@ -16,6 +16,7 @@ from conftest import SAMPLES, free_port, wait_healthy
 
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder
+from privatellm.errors import ModelError
 from privatellm.service import Service
 
 KEY = "test-key-123"
@@ -147,3 +148,34 @@ def test_server_answers_privategpt_style_ingest(server: str, tmp_path: Path) -> 
         chunks = http.post("/v1/chunks", json={"text": "When did the Falcon 9 land?", "limit": 2})
         assert chunks.json()["data"][0]["document"]["doc_id"] == doc_id
         assert http.delete(f"/v1/ingest/{doc_id}").status_code == 200
+
+
+def test_openai_engine_answers_through_a_remote_server(
+    server: str, tmp_path: Path, real_embedder: Embedder
+) -> None:
+    """engine.kind openai: retrieval and citations here, the model behind `privatellm serve`."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        engine={  # type: ignore[arg-type]
+            "kind": "openai",
+            "base_url": server,
+            "api_key": KEY,
+            "model": "SmolLM2-135M-Instruct",
+        },
+    )
+    service = Service(settings, embedder=real_embedder)
+    service.ingest([SAMPLES])
+    reply = service.ask(QUESTION)
+    pieces = list(reply)
+    answer = reply.answer()
+    assert len(pieces) > 3 and "Gerganov" in answer.text  # streamed from the server
+    assert (Path(answer.citations[0].source).name, answer.citations[0].page) == (
+        "llama-history.pdf",
+        3,
+    )
+    wrong = Service(
+        settings.model_copy(update={"engine": settings.engine.model_copy(update={"api_key": "x"})}),
+        embedder=real_embedder,
+    )
+    with pytest.raises(ModelError, match="HTTP 401"):
+        "".join(wrong.ask(QUESTION))

@@ -49,6 +49,14 @@ def build_engine(settings: EngineSettings) -> Engine:
         from privatellm.engines.fake import FakeEngine
 
         return FakeEngine(settings)
+    if settings.kind == "torch":
+        from privatellm.engines.torch import TorchEngine
+
+        return TorchEngine(settings)
+    if settings.kind == "openai":
+        from privatellm.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(settings)
     from privatellm.engines.llamacpp import LlamaCppEngine
 
     return LlamaCppEngine(settings)
