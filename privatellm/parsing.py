@@ -8,7 +8,9 @@ files are parsed ahead, so memory stays flat however large the corpus.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -58,12 +60,29 @@ def _setup(chunking: ChunkingSettings, counter: TokenCounter, settings: IngestSe
 
 
 def _setup_worker(
-    chunking: ChunkingSettings, counter: TokenCounter, settings: IngestSettings
+    chunking: ChunkingSettings, counter: TokenCounter, settings: IngestSettings, parent: int
 ) -> None:
     # Ctrl-C is the main process's to handle: it stops cleanly and says so; workers printing
     # their own KeyboardInterrupt tracebacks would bury that message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(parent)
     _setup(chunking, counter, settings)
+
+
+def _die_with(parent: int) -> None:
+    """Ends this worker when the ingest that started it dies, even by SIGKILL (Linux).
+
+    Without this, `kill -9` of an ingest left its parser process waiting for work forever,
+    holding the ingest's stdout and stderr open (found by tests/test_crash_safety.py).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
 
 
 def _parse(job: Job) -> Parsed:
@@ -100,7 +119,7 @@ def parse_all(
         settings.workers,
         mp_context=context,
         initializer=_setup_worker,
-        initargs=(chunking, counter, settings),
+        initargs=(chunking, counter, settings, os.getpid()),
     ) as pool:
         ahead: deque[Future[Parsed]] = deque()
         for job in jobs:

@@ -91,16 +91,18 @@ class Retriever:
         return Retrieval(hits, evidence)
 
     def _dense(self, query: str, depth: int, doc_ids: list[str] | None) -> list[ScoredChunk]:
-        return self._collection.query(self._embedder.embed_query(query), depth, doc_ids)
+        hits = self._collection.query(self._embedder.embed_query(query), depth, doc_ids)
+        return sorted(hits, key=lambda h: (-h.score, h.chunk.id))  # ties in a stable order
 
     def _lexical_hits(
         self, query: str, depth: int, doc_ids: list[str] | None
     ) -> list[tuple[str, int, float]]:
-        """Returns (chunk id, index row, BM25 score) triples, best first."""
-        return [
+        """Returns (chunk id, index row, BM25 score) triples, best first, ties by chunk id."""
+        hits = [
             (self._lexical.chunk_ids[row], row, score)
             for row, score in self._lexical.search(query, depth, doc_ids)
         ]
+        return sorted(hits, key=lambda hit: (-hit[2], hit[0]))
 
     def _coverage(self, query: str, lexical: list[tuple[str, int, float]]) -> float:
         # The top few BM25 hits, not only the first: BM25 favours short chunks that repeat one
@@ -126,11 +128,11 @@ class Retriever:
         """Reciprocal rank fusion (Cormack et al. 2009): sum of weight / (rrf_k + rank)."""
         s = self._settings
         fused: dict[str, float] = {}
-        for rank, hit in enumerate(dense, 1):
+        for rank, hit in zip(_ranks([h.score for h in dense]), dense, strict=True):
             fused[hit.chunk.id] = fused.get(hit.chunk.id, 0.0) + dense_weight / (s.rrf_k + rank)
-        for rank, (cid, _, _) in enumerate(lexical, 1):
+        for rank, (cid, _, _) in zip(_ranks([x for _, _, x in lexical]), lexical, strict=True):
             fused[cid] = fused.get(cid, 0.0) + s.lexical_weight / (s.rrf_k + rank)
-        best = sorted(fused, key=lambda cid: -fused[cid])[:k]
+        best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
         # Scores shown to users are scaled so that first place in both rankings would be 1.
         scale = (dense_weight + s.lexical_weight) / (s.rrf_k + 1) or 1.0
         by_id = {h.chunk.id: h for h in dense}
@@ -142,3 +144,13 @@ class Retriever:
             for cid in best
             if cid in by_id
         ]
+
+
+def _ranks(scores: list[float]) -> list[int]:
+    """Returns the rank of each score of a best-first list, equal scores sharing the better rank
+    (1, 2, 2, 4): fusion then does not depend on the order an index returns ties in, which
+    differs between two builds of the same documents (found by tests/test_crash_safety.py)."""
+    ranks: list[int] = []
+    for position, score in enumerate(scores, 1):
+        ranks.append(ranks[-1] if ranks and score == scores[position - 2] else position)
+    return ranks

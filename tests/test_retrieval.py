@@ -138,3 +138,10 @@ def test_langchain_retriever_returns_documents(fake_service: Service, sample_cop
     assert len(docs) == 2 and all(isinstance(d, Document) for d in docs)
     assert Path(docs[0].metadata["source"]).name == "本地运行Llama笔记.txt"
     assert docs[0].metadata["score"] >= docs[1].metadata["score"]
+
+
+def test_tied_scores_share_a_rank_so_fusion_ignores_tie_order() -> None:
+    from privatellm.retrieval import _ranks
+
+    assert _ranks([3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 0.5]) == [1, 2, 2, 4, 4, 4, 7]
+    assert _ranks([]) == [] and _ranks([0.7]) == [1]
