@@ -140,10 +140,7 @@ class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model loaded from a local directory (never from a hub)."""
 
     def __init__(self, settings: EmbeddingSettings) -> None:
-        # Models load from local directories only; make sure nothing below tries a hub.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        # (privatellm/__init__.py has already told the Hugging Face libraries to stay offline.)
         # oneDNN keeps a compiled kernel per input shape (1024 by default); in bf16, with every
         # batch a new (batch, length) shape, that grew RSS by ~600 MB over the dev set. 64 kept
         # ingest flat at no measurable cost. Read when torch first loads, so set it before.

@@ -483,3 +483,12 @@ def test_saturated_model_answers_busy_with_retry_after(tmp_path: Path) -> None:
     assert codes[0] == 200 and set(codes[1:]) <= {200, 429, 503} and set(codes) != {200}
     assert all(retry is not None and int(retry) >= 1 for code, retry in results if code != 200)
     assert engine.most_active == 1
+
+
+def test_the_api_cannot_be_made_to_read_server_paths(loaded: TestClient) -> None:
+    for path in ("/etc/passwd", "../../etc/passwd", str(Path.home())):
+        body = {"text": "root", "context_filter": {"docs_ids": [path]}}
+        response = loaded.post("/v1/chunks", json=body)
+        assert response.status_code == 404 and "root:" not in response.text
+        summary = {"use_context": True, "context_filter": {"docs_ids": [path]}}
+        assert loaded.post("/v1/summarize", json=summary).status_code == 404
