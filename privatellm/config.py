@@ -89,7 +89,23 @@ class IngestSettings(_Section):
 
 
 class StoreSettings(_Section):
-    kind: Literal["chroma"] = Field("chroma", description="Vector store backend.")
+    kind: Literal["chroma", "chroma-server"] = Field(
+        "chroma",
+        description="chroma: embedded in DATA/chroma; chroma-server: a Chroma server at host:port "
+        "(`chroma run`, Docker, or a cluster), same behaviour.",
+    )
+    host: str = Field("127.0.0.1", description="kind chroma-server: the server's host name.")
+    port: int = Field(8000, ge=1, le=65535, description="kind chroma-server: the server's port.")
+    ssl: bool = Field(False, description="kind chroma-server: talk HTTPS.")
+    auth_token: str = Field(
+        "",
+        description="kind chroma-server: token for a server with token auth (better given as "
+        "PRIVATELLM_STORE__AUTH_TOKEN).",
+    )
+    auth_header: Literal["Authorization", "X-Chroma-Token"] = Field(
+        "Authorization",
+        description="kind chroma-server: the token's header (Authorization sends 'Bearer TOKEN').",
+    )
     hnsw_space: Literal["cosine", "l2", "ip"] = Field("cosine", description="Distance function.")
     hnsw_construction_ef: int = Field(
         200, ge=10, description="HNSW ef at build time (higher: better recall, slower ingest)."

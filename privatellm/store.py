@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from privatellm.chunking import chunk_id
 from privatellm.config import StoreSettings
-from privatellm.errors import ConfigError, EmbeddingMismatchError, NotFoundError
+from privatellm.errors import ConfigError, EmbeddingMismatchError, NotFoundError, StoreError
 from privatellm.types import Chunk, ChunkText, DocumentRecord, ScoredChunk
 
 if TYPE_CHECKING:
@@ -40,18 +40,21 @@ def check_collection_name(name: str) -> str:
 
 
 class ChromaStore:
-    """Embedded Chroma in data_dir/chroma, telemetry off, never Chroma's own embedding function."""
+    """Chroma, embedded in data_dir/chroma or a server (store.kind), telemetry off, never
+    Chroma's own embedding function."""
 
     def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
         self._settings = settings
+        chroma = ChromaSettings(anonymized_telemetry=False)
+        if settings.kind == "chroma-server":
+            self._client = _server_client(settings, chroma)
+            return
         path = data_dir / "chroma"
         path.mkdir(parents=True, exist_ok=True)
-        self._client = chromadb.PersistentClient(
-            path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
-        )
+        self._client = chromadb.PersistentClient(path=str(path), settings=chroma)
 
     def names(self) -> list[str]:
         """Returns the names of the collections in the store, sorted."""
@@ -99,6 +102,28 @@ class ChromaStore:
     def delete(self, name: str) -> None:
         self.open(name)
         self._client.delete_collection(name)
+
+
+def _server_client(settings: StoreSettings, chroma: Any) -> Any:
+    import chromadb
+
+    headers: dict[str, str] = {}
+    if settings.auth_token:
+        bearer = settings.auth_header == "Authorization"
+        headers[settings.auth_header] = (
+            f"Bearer {settings.auth_token}" if bearer else settings.auth_token
+        )
+    where = f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
+    try:
+        return chromadb.HttpClient(
+            host=settings.host,
+            port=settings.port,
+            ssl=settings.ssl,
+            headers=headers,
+            settings=chroma,
+        )
+    except Exception as e:  # chromadb raises ValueError, httpx or its own errors here
+        raise StoreError(f"cannot use the Chroma server at {where}: {e}".splitlines()[0]) from e
 
 
 def _now() -> str:

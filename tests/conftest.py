@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from privatellm.config import EmbeddingSettings, Settings
+from privatellm.config import EmbeddingSettings, Settings, StoreSettings
 from privatellm.embeddings import Embedder, SentenceTransformerEmbedder
 from privatellm.service import Service
 
@@ -22,6 +22,40 @@ SAMPLES = REPO / "ingest"
 def real_embedder() -> Embedder:
     """The bundled all-MiniLM-L6-v2, at the precision this CPU runs fastest."""
     return SentenceTransformerEmbedder(EmbeddingSettings())
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreSettings]:
+    """A real Chroma server (`chroma run`, shipped with chromadb) on a loopback port, one per
+    test module, so modules do not see each other's collections."""
+    import shutil
+
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    path = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    log = (path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [chroma, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/api/v2/heartbeat", server, b"heartbeat")
+        yield StoreSettings(kind="chroma-server", host="127.0.0.1", port=port)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module", params=["chroma", "chroma-server"])
+def store_settings(request: pytest.FixtureRequest) -> StoreSettings:
+    """Each store kind in turn: the same tests run embedded and against a real server."""
+    if request.param == "chroma":
+        return StoreSettings()
+    server: StoreSettings = request.getfixturevalue("chroma_server")
+    return server
 
 
 @pytest.fixture

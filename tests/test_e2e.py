@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_pdf, run_cli
 
-from privatellm.config import Settings
+from privatellm.config import Settings, StoreSettings
 from privatellm.embeddings import Embedder
 from privatellm.service import Service
 
@@ -32,12 +32,16 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def falcon(tmp_path_factory: pytest.TempPathFactory, real_embedder: Embedder) -> Service:
+def falcon(
+    tmp_path_factory: pytest.TempPathFactory, real_embedder: Embedder, store_settings: StoreSettings
+) -> Service:
+    """The report ingested into each store kind in turn (embedded Chroma, a Chroma server)."""
     root = tmp_path_factory.mktemp("falcon")
     docs = root / "docs"
     docs.mkdir()
     make_pdf(docs / "falcon-report.pdf", PAGES)
-    service = Service(Settings(data_dir=root / "data"), embedder=real_embedder)
+    settings = Settings(data_dir=root / "data", store=store_settings)
+    service = Service(settings, embedder=real_embedder)
     report = service.ingest([docs])
     assert report.paths("added") and not report.paths("failed")
     return service
@@ -62,7 +66,12 @@ def test_question_the_report_cannot_answer_is_declined(falcon: Service) -> None:
 
 def test_ask_json_through_the_cli(falcon: Service) -> None:
     data = falcon.settings.data_dir
-    result = run_cli("--data-dir", data, "ask", "Who is the station director?", "--json")
+    store = falcon.settings.store
+    config = data.parent / "store.yaml"  # the CLI reaches the same store through its settings
+    config.write_text(f"store: {{kind: {store.kind}, host: '{store.host}', port: {store.port}}}\n")
+    result = run_cli(
+        "--data-dir", data, "--config", config, "ask", "Who is the station director?", "--json"
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert set(body) >= {"answer", "citations", "abstained"}
