@@ -9,6 +9,10 @@ questions each (POST /v1/chat/completions, use_context) while another client upl
 --ingest-docs further documents one by one (POST /v1/ingest/file). Errors are any answer that
 is not HTTP 200 (target 0); uploads refused for a reason of their own (a scanned PDF) are
 counted apart. The dev documents are read in place, never copied into the repository.
+
+`--store chroma --store chroma-server` runs the whole check once per store kind, one after the
+other (the server is a `chroma run` started here), and prints them side by side; `--engine fake`
+takes the model out of the measurement, which otherwise hides the store behind its queue.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -163,7 +168,7 @@ def _ingest(url: str, files: list[Path], report: dict[str, Any], stop: threading
     )
 
 
-def _peak_rss(pid: int, stop: threading.Event, out: dict[str, float]) -> None:
+def _peak_rss(pid: int, stop: threading.Event, out: dict[str, float], prefix: str = "") -> None:
     import psutil
 
     process = psutil.Process(pid)
@@ -174,23 +179,28 @@ def _peak_rss(pid: int, stop: threading.Event, out: dict[str, float]) -> None:
         except psutil.Error:
             break
         time.sleep(0.5)
-    out["peak_rss_mb"] = round(peak / 2**20)
+    out[f"{prefix}peak_rss_mb"] = round(peak / 2**20)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--qa", type=Path, required=True)
-    parser.add_argument("--docs", type=Path, required=True)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--questions", type=int, default=50, help="per client")
-    parser.add_argument("--baseline-questions", type=int, default=10)
-    parser.add_argument("--base-docs", type=int, default=60)
-    parser.add_argument("--ingest-docs", type=int, default=100)
-    parser.add_argument("--engine", choices=["llamacpp", "fake"], default="llamacpp")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def _chroma_server(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Starts `chroma run` (shipped with chromadb) on a free loopback port."""
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    port = _free_port()
+    cmd = [chroma, "run", "--path", str(folder), "--host", "127.0.0.1", "--port", str(port)]
+    with (folder.parent / "chroma.log").open("wb") as out:
+        server = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).is_success:
+                return server, port
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit("the Chroma server did not start")
 
+
+def run(args: argparse.Namespace, store: str) -> dict[str, Any]:
+    """One full load check against one store kind; returns its summary."""
     questions, base, extra = _pick(args.qa, args.docs, args.base_docs, args.ingest_docs)
     env = {
         **os.environ,
@@ -200,6 +210,12 @@ def main() -> None:
         "PRIVATELLM_ENGINE__WAIT_SECONDS": "900",
     }
     with tempfile.TemporaryDirectory(prefix="privatellm-load-") as tmp:
+        chroma = None
+        memory: dict[str, float] = {}
+        if store == "chroma-server":
+            (Path(tmp) / "chroma").mkdir()
+            chroma, chroma_port = _chroma_server(Path(tmp) / "chroma", env)
+            env |= {"PRIVATELLM_STORE__KIND": store, "PRIVATELLM_STORE__PORT": str(chroma_port)}
         data = Path(tmp) / "data"
         subprocess.run(
             _privatellm(data, "ingest", *map(str, base)), env=env, check=True, capture_output=True
@@ -210,9 +226,13 @@ def main() -> None:
         try:
             _wait(url, server)
             stop = threading.Event()
-            memory: dict[str, float] = {}
-            watcher = threading.Thread(target=_peak_rss, args=(server.pid, stop, memory))
-            watcher.start()
+            watchers = [threading.Thread(target=_peak_rss, args=(server.pid, stop, memory))]
+            if chroma is not None:
+                watchers.append(
+                    threading.Thread(target=_peak_rss, args=(chroma.pid, stop, memory, "chroma_"))
+                )
+            for watcher in watchers:
+                watcher.start()
             baseline = _run_clients(url, questions, 1, args.baseline_questions)
             ingest: dict[str, Any] = {}
             ingester = threading.Thread(
@@ -222,12 +242,16 @@ def main() -> None:
             loaded = _run_clients(url, questions, args.clients, args.questions)
             ingester.join()
             stop.set()
-            watcher.join()
+            for watcher in watchers:
+                watcher.join()
         finally:
             server.terminate()
             server.wait(timeout=60)
-    result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+            if chroma is not None:
+                chroma.terminate()
+                chroma.wait(timeout=60)
+    return {
+        "store": store,
         "engine": args.engine,
         "max_tokens": args.max_tokens,
         "base_docs": len(base),
@@ -246,6 +270,43 @@ def main() -> None:
         ),
         "first_errors": (baseline.errors + loaded.errors)[:5],
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--qa", type=Path, required=True)
+    parser.add_argument("--docs", type=Path, required=True)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--questions", type=int, default=50, help="per client")
+    parser.add_argument("--baseline-questions", type=int, default=10)
+    parser.add_argument("--base-docs", type=int, default=60)
+    parser.add_argument("--ingest-docs", type=int, default=100)
+    parser.add_argument("--engine", choices=["llamacpp", "fake"], default="llamacpp")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--store",
+        action="append",
+        choices=["chroma", "chroma-server"],
+        help="store kind, repeatable: several run one after the other, side by side",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    runs = [run(args, store) for store in args.store or ["chroma"]]
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "runs": runs,
+    }
+    if len(runs) > 1:
+        key = f"load_{args.clients}_clients"
+        first = runs[0][key]
+        result["ratios_vs_first_store"] = {
+            r["store"]: {
+                "p50": round(r[key]["p50_s"] / (first["p50_s"] or 1), 2),
+                "p95": round(r[key]["p95_s"] / (first["p95_s"] or 1), 2),
+                "throughput": round(r[key]["throughput_qps"] / (first["throughput_qps"] or 1), 2),
+            }
+            for r in runs
+        }
     print(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2))
 
 

@@ -62,3 +62,37 @@ def test_half_written_document_is_invisible_and_repaired(
     assert collection.count() == 3
     collection.delete(whole[0])
     assert collection.count() == 0 and collection.documents() == []
+
+
+def test_service_behaves_the_same_on_either_store(
+    tmp_path: Path, store_settings: StoreSettings
+) -> None:
+    """Ingest, re-ingest, delete, collections and the lexical index, on each store kind."""
+    from privatellm.config import Settings
+    from privatellm.service import Service
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        embedding={"kind": "fake"},  # type: ignore[arg-type]
+        store=store_settings,
+    )
+    service = Service(settings)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The Eiffel Tower was completed in 1889.", encoding="utf-8")
+    (docs / "b.txt").write_text("Mount Everest is 8,849 metres high.", encoding="utf-8")
+    name = "same-" + tmp_path.name[-8:].replace("_", "-")  # unique on a shared server
+    assert service.ingest([docs], name).paths("added")
+    assert service.ingest([docs], name).paths("unchanged")  # nothing written twice
+    (docs / "b.txt").write_text(
+        "Mount Everest is 8,849 metres high; K2 is 8,611.", encoding="utf-8"
+    )
+    assert [Path(p).name for p in service.ingest([docs], name).paths("updated")] == ["b.txt"]
+    assert "K2" in service.retrieve("How high is K2?", name, top_k=1)[0].chunk.text
+    service.remove(str(docs / "a.txt"), name)
+    assert [Path(r.source).name for r in service.documents(name)] == ["b.txt"]
+    drop, add = service.lexical(name).stale(service.documents(name))
+    assert not drop and not add  # lexical index in step with the store
+    assert name in service.collections()
+    service.delete_collection(name)
+    assert name not in service.collections()
