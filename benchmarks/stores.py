@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from load import _chroma_server
 from query import build, read_chunks, time_retrieval
 
 from privatellm.config import StoreSettings, load_settings
@@ -33,25 +33,6 @@ from privatellm.service import Service
 
 def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
-def _chroma_server(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    cmd = [chroma, "run", "--path", str(folder), "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2)
-            return server, port
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("the Chroma server did not start")
 
 
 def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -65,7 +46,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         server = None
         if kind == "chroma-server":
             chroma_dir.mkdir()
-            server, port = _chroma_server(chroma_dir)
+            server, port = _chroma_server(chroma_dir, dict(os.environ))
             store = StoreSettings.model_validate({"kind": "chroma-server", "port": port})
         try:
             settings = load_settings([], {"data_dir": Path(tmp) / "data"})

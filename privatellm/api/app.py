@@ -158,8 +158,7 @@ class _Routes:
 
     def _plain(self, body: s._Generation, chat: list[Message], text: bool = False) -> Response:
         pieces = iter(self.service.chat(chat, _sampling(body)))
-        first = next(pieces, None)  # waits for the model here, so "busy" is still an HTTP status
-        stream = chain([first] if first is not None else [], pieces)
+        stream = _started(pieces)
         if body.stream:
             return _sse(self._chunks(stream, None, lambda: None), getattr(pieces, "close", None))
         content = "".join(stream)
@@ -169,9 +168,7 @@ class _Routes:
         )
 
     def _cited(self, body: s._Generation, reply: Reply, text: bool = False) -> Response:
-        pieces = iter(reply)
-        first = next(pieces, None)  # waits for the model here, so "busy" is still an HTTP status
-        stream = chain([first] if first is not None else [], pieces)
+        stream = _started(iter(reply))
         sources = [s.Chunk.of(h) for h in reply.passages] if body.include_sources else None
         headers = {SOURCES_HEADER: _sources_header(sources)} if sources is not None else None
         if body.stream:
@@ -328,8 +325,7 @@ class _Routes:
         else:
             raise ConfigError("give text to summarize, or use_context: true")
         pieces = iter(pieces)
-        first = next(pieces, None)
-        stream = chain([first] if first is not None else [], pieces)
+        stream = _started(pieces)
         if body.stream:
             return _sse(self._chunks(stream, None, lambda: None), getattr(pieces, "close", None))
         return _json(s.SummarizeResponse(summary="".join(stream)))
@@ -360,6 +356,13 @@ class _Routes:
 
 def _pick(body_value: str | None, query_value: str | None) -> str | None:
     return body_value or query_value
+
+
+def _started(pieces: Iterator[str]) -> Iterator[str]:
+    """Returns pieces after pulling the first one now: the model is waited for (or found busy)
+    while an HTTP status can still say so, not after a stream has begun."""
+    first = next(pieces, None)
+    return chain([first] if first is not None else [], pieces)
 
 
 def _docs(context_filter: s.ContextFilter | None) -> list[str] | None:
