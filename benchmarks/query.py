@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from privatellm.chunking import chunk_id
-from privatellm.config import load_settings
+from privatellm.config import EngineSettings, load_settings
 from privatellm.service import Service
+from privatellm.store import Collection
 from privatellm.types import Chunk, DocumentRecord
 
 
@@ -40,21 +41,26 @@ def percentile(values: list[float], q: float) -> float:
 def read_chunks(data: Path, collection: str) -> tuple[list[Any], np.ndarray]:
     """Returns (ids, texts, metadatas) rows and vectors of every chunk of a collection."""
     service = Service(load_settings([], {"data_dir": data}))
-    raw = service.store.open(collection)._c  # the benchmark reads Chroma's rows directly
-    rows: list[Any] = []
-    vectors = []
-    total = raw.count()
-    for offset in range(0, total, 5000):
-        got = raw.get(include=["documents", "metadatas", "embeddings"], limit=5000, offset=offset)
-        rows += list(zip(got["ids"], got["documents"], got["metadatas"], strict=True))
-        vectors.append(np.asarray(got["embeddings"], dtype=np.float32))
-    return rows, np.concatenate(vectors)
+    stored = list(service.store.open(collection).rows())
+    rows = [(r.id, r.text, r.metadata) for r in stored]
+    return rows, np.stack([r.vector for r in stored])
 
 
 def build(service: Service, rows: list[Any], vectors: np.ndarray, copies: int, limit: int) -> int:
     """Writes `limit` chunks into the service's default collection; returns how many."""
+    with service.lock.held():
+        return _build(service, service.writable(), rows, vectors, copies, limit)
+
+
+def _build(
+    service: Service,
+    target: Collection,
+    rows: list[Any],
+    vectors: np.ndarray,
+    copies: int,
+    limit: int,
+) -> int:
     rng = np.random.default_rng(0)
-    target = service._writable(None)
     written = 0
     for copy in range(copies):
         noise = rng.normal(0, 0.02, vectors.shape).astype(np.float32) if copy else 0
@@ -83,7 +89,7 @@ def build(service: Service, rows: list[Any], vectors: np.ndarray, copies: int, l
             record = DocumentRecord(doc_id, chunks[0].source, doc_id, 1, len(chunks), "now")
             target.add(record, chunks, moved[members].astype(np.float32))
             written += len(chunks)
-    service._sync_lexical(target)
+    service.lexicals.sync(target)
     return written
 
 
@@ -146,7 +152,7 @@ def ask_timing(data: Path, collection: str, questions: list[str]) -> dict[str, A
     settings = load_settings([], {"data_dir": data, "collection": collection})
     service = Service(settings)
     engine = service.engine
-    llm = engine._llm  # type: ignore[attr-defined]  # the same loaded model, called bare
+    llm = bare_llama(settings.engine)
     service.search("warm up")
     first, total, ours_rate, bare_rate = [], [], [], []
     for q in questions:
@@ -189,6 +195,16 @@ def ask_timing(data: Path, collection: str, questions: list[str]) -> dict[str, A
         "decode_ours_tok_s": statistics.median(ours_rate) if ours_rate else None,
         "decode_bare_tok_s": statistics.median(bare_rate) if bare_rate else None,
     }
+
+
+def bare_llama(settings: EngineSettings) -> Any:
+    """Returns the configured GGUF loaded by llama-cpp-python itself, with the options the
+    engine passes (threads, context, batch), and nothing of privatellm around it."""
+    from llama_cpp import Llama
+
+    from privatellm.engines.llamacpp import llama_options, resolve_gguf
+
+    return Llama(model_path=str(resolve_gguf(settings.model)), **llama_options(settings))
 
 
 # The child reports its own peak: RUSAGE_CHILDREN would also count the pages a child shares

@@ -17,11 +17,9 @@ import numpy as np
 
 from privatellm.embeddings import Embedder
 from privatellm.lexical import tokenize
+from privatellm.text import has_cjk, split_markers, split_sentences
 from privatellm.types import Citation, ScoredChunk
 
-_MARKERS = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
-# A sentence ends at . ! ? and a space (not inside "3.5"), at Chinese 。！？ or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])|\n+")
 _TRAILING = re.compile(r"[\s.!?。！？:;,]*$")
 # Sentences shorter than this many terms ("Yes.") carry no claim worth a citation.
 MIN_TERMS = 3
@@ -32,16 +30,6 @@ class Sentence:
     text: str  # without markers
     cited: tuple[int, ...]  # passage numbers (1-based) supporting it, best first
     supported: bool  # False: no passage supports what it says
-
-
-def split_sentences(text: str) -> list[str]:
-    """Returns the sentences of text, markers still attached, empty pieces dropped."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
-
-
-def _markers(sentence: str) -> tuple[str, list[int]]:
-    numbers = [int(n) for group in _MARKERS.findall(sentence) for n in group.split(",")]
-    return _MARKERS.sub("", sentence).strip(), numbers
 
 
 def overlap(sentence: str, passage: str) -> float:
@@ -79,7 +67,7 @@ def attribute(
     A sentence that only restates the question (small models echo it) claims nothing and is
     neither cited nor flagged.
     """
-    pieces = [_markers(s) for s in split_sentences(answer)]
+    pieces = [split_markers(s) for s in split_sentences(answer)]
     unique = {text.lower(): (text, numbers) for text, numbers in reversed(pieces) if text}
     pieces = [unique.pop(text.lower()) for text, _ in pieces if text.lower() in unique]
     texts = [text for text, _ in pieces]
@@ -108,7 +96,7 @@ def render(sentences: Sequence[Sentence]) -> str:
         body = _TRAILING.sub("", s.text)
         marks = "".join(f"[{n}]" for n in s.cited)
         parts.append(f"{body} {marks}{s.text[len(body) :].strip()}")
-    joiner = "" if parts and all(re.search("[\u4e00-\u9fff]", p) for p in parts) else " "
+    joiner = "" if parts and all(has_cjk(p) for p in parts) else " "
     return joiner.join(parts)
 
 

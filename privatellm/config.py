@@ -22,11 +22,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from privatellm.errors import ConfigError
+from privatellm.errors import ConfigError, first_invalid
 
 ENV_PREFIX = "PRIVATELLM_"
-BUNDLED_EMBEDDING = "bundled:all-MiniLM-L6-v2"
-BUNDLED_LLM = "bundled:SmolLM2-135M-Instruct"
+BUNDLED_PREFIX = "bundled:"  # a model that ships inside a Python package, not a path
+BUNDLED_EMBEDDING = f"{BUNDLED_PREFIX}all-MiniLM-L6-v2"
+BUNDLED_LLM = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
 
 
 class _Section(BaseModel):
@@ -124,7 +125,7 @@ class EngineSettings(_Section):
         "(PyTorch through transformers: a Hugging Face folder, a GGUF file dequantized, or a "
         "Meta checkpoint folder, converted once), openai (any "
         "OpenAI-compatible server at base_url: Ollama, vLLM, llama-server, privatellm serve), "
-        "fake (replies with the first sentence of the first passage, for fast unit tests only).",
+        "fake (scripted replies, see script, for fast unit tests only).",
     )
     model: str = Field(
         BUNDLED_LLM,
@@ -179,6 +180,17 @@ class EngineSettings(_Section):
         32,
         ge=1,
         description="Questions allowed to wait for the model; more are refused (HTTP 429).",
+    )
+    script: list[str] = Field(
+        default_factory=list,
+        description="kind fake: replies given in order, one per call; a call after the last "
+        "fails with a model error. Empty: every reply is the first sentence of passage [1].",
+    )
+    delay_seconds: float = Field(
+        0.0,
+        ge=0.0,
+        description="kind fake: pause before each word of a reply, so that replies take long "
+        "enough to overlap.",
     )
 
 
@@ -357,9 +369,26 @@ def load_settings(
     try:
         return Settings.model_validate(merged)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from e
+        raise ConfigError(f"invalid setting {first_invalid(e.errors())}") from e
+
+
+def with_engine(settings: Settings, **changes: Any) -> Settings:
+    """Returns settings whose engine settings have these changes (the page's model picker)."""
+    try:
+        engine = EngineSettings.model_validate({**settings.engine.model_dump(), **changes})
+    except ValidationError as e:
+        raise ConfigError(f"invalid setting {first_invalid(e.errors(), 'engine')}") from e
+    return settings.model_copy(update={"engine": engine})
+
+
+def model_label(model: str) -> str:
+    """Returns the short name a model setting is shown by: the bundled model's name, or a
+    file's or folder's name without its suffix."""
+    if model.startswith(BUNDLED_PREFIX):
+        return model.removeprefix(BUNDLED_PREFIX)
+    name = Path(model).name or model
+    # Only the GGUF suffix goes: a folder's name ("Qwen2.5-1.5B") has dots that are no suffix.
+    return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
 
 
 def to_yaml(settings: Settings, exclude: frozenset[str] = frozenset({"data_dir"})) -> str:

@@ -23,12 +23,13 @@ import numpy as np
 
 from privatellm.config import BUNDLED_EMBEDDING, EmbeddingSettings
 from privatellm.errors import ModelError
+from privatellm.text import CJK
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 # Words of Latin-script languages, single CJK characters: good enough to count and hash tokens.
-_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+_TOKEN = re.compile(rf"[{CJK}]|[^\W_]+")
 
 
 class WordCounter:

@@ -17,6 +17,9 @@ PrivateLLMError                 every expected failure; the CLI prints str(e) on
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class PrivateLLMError(Exception):
     """Base of every expected failure; its message is one line meant for a user."""
@@ -77,3 +80,11 @@ class EncryptedDocumentError(LoaderError):
 
 class CorruptDocumentError(LoaderError):
     pass
+
+
+def first_invalid(errors: Sequence[Mapping[str, Any]], section: str = "") -> str:
+    """Returns the first of pydantic's (or FastAPI's) validation errors as "where: what", where
+    is the dotted location, below section if one is given."""
+    first = errors[0]
+    where = ".".join(str(p) for p in ([section] if section else []) + list(first["loc"]))
+    return f"{where}: {first['msg']}"

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from privatellm.answering import abstains
 from privatellm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -139,7 +140,6 @@ def evaluate(
 ) -> list[Scored]:
     """Returns each item's outcome, retrieving (and answering, if answers) with the service."""
     root = docs.absolute()
-    thresholds = service.settings.answer
     results = []
     for item in items:
         started = time.perf_counter()
@@ -148,9 +148,7 @@ def evaluate(
         hits = [(_relative(h.chunk.source, root), h.chunk.page) for h in found.hits]
         rank, page_hit = score_hits(item, hits)
         ev = found.evidence
-        abstained = not found.hits or (
-            thresholds.abstain and ev.weak(thresholds.min_dense, thresholds.min_lexical)
-        )
+        abstained = abstains(found, service.settings.answer)
         scored = Scored(
             item.id,
             item.dataset,

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING
 
+from privatellm.engines import DEFAULT, Engine, Message, Sampling
 from privatellm.errors import ModelBusyError
+
+if TYPE_CHECKING:
+    from privatellm.config import EngineSettings
 
 
 class ModelGate:
@@ -53,3 +59,27 @@ class ModelGate:
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self.wait_seconds / 4))
+
+
+class GatedModel:
+    """The chat model behind its gate: loaded on first use, one reply at a time."""
+
+    def __init__(self, load: Callable[[], Engine], settings: EngineSettings) -> None:
+        self._load = load
+        self.settings = settings
+        self.gate = ModelGate(settings.wait_seconds, settings.max_waiting)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """Returns the loaded engine (loading it now if nothing has used it yet)."""
+        return self._load()
+
+    def count_tokens(self, text: str) -> int:
+        """Returns the length of text in the model's tokens."""
+        return self.engine.count_tokens(text)
+
+    def generate(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
+        """Yields the engine's reply, holding the model until it is finished or abandoned."""
+        engine = self.engine
+        with self.gate.held():
+            yield from engine.stream(messages, sampling)

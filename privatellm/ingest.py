@@ -26,6 +26,7 @@ from privatellm.types import (
     IngestReport,
     Outcome,
     Progress,
+    doc_id_of,
 )
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class Ingestor:
             report.outcomes.append(FileOutcome(shown, "failed", parsed.error))
             return None
         if parsed.unchanged:
-            report.outcomes.append(FileOutcome(shown, "unchanged"))
+            report.outcomes.append(FileOutcome(shown, "unchanged", doc_id=self._records[shown].id))
             return None
         old = self._records.get(shown)
         first = self._claimed.setdefault(parsed.digest, shown)
@@ -199,7 +200,10 @@ class Ingestor:
         if original is not None and os.path.exists(original):
             if old is not None:  # this file now repeats another one: its old text is gone
                 self._forget(old)
-            report.outcomes.append(FileOutcome(shown, "duplicate", f"same content as {original}"))
+            same = f"same content as {original}"
+            report.outcomes.append(
+                FileOutcome(shown, "duplicate", same, doc_id=doc_id_of(parsed.digest))
+            )
             return None
         assert parsed.document is not None
         # A file whose content was ingested under a path that is gone has moved.
@@ -217,7 +221,7 @@ class Ingestor:
             offset += n
             outcome: Outcome = "updated" if item.replaces else "added"
             detail = "; ".join(item.document.warnings)
-            report.outcomes.append(FileOutcome(record.source, outcome, detail, n))
+            report.outcomes.append(FileOutcome(record.source, outcome, detail, n, record.id))
             bar.advance(1, n)
 
     def _store(self, item: _Pending, vectors: NDArray[np.float32]) -> DocumentRecord:
@@ -256,4 +260,4 @@ class Ingestor:
         for record in list(self._records.values()):
             if record.source.startswith(tuple(roots)) and not os.path.lexists(record.source):
                 self._forget(record)
-                report.outcomes.append(FileOutcome(record.source, "removed"))
+                report.outcomes.append(FileOutcome(record.source, "removed", doc_id=record.id))

@@ -1,9 +1,10 @@
 """The lexical index: BM25 (bm25s) over every chunk of a collection, persisted beside the store.
 
 The store is the source of truth. The index records which version of each document it holds
-(id, chunk count, ingest time), so `sync()` can bring it in step with the store after an ingest,
-a delete or a crash by re-tokenising only what changed. It is saved as one file replaced
-atomically, so a reader never sees half of it.
+(id, chunk count, ingest time), so `LexicalIndex.synced()` can bring it in step with the store
+after an ingest, a delete or a crash by re-tokenising only what changed. It is saved as one file
+replaced atomically, so a reader never sees half of it. `LexicalIndexes` keeps one such file per
+collection of a data directory and decides when to read, rebuild and save it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from functools import cache
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from privatellm.errors import StoreLockedError
+from privatellm.locking import WriteLock
+from privatellm.text import CJK, is_cjk_char
 from privatellm.types import ChunkText, DocumentRecord
 
 if TYPE_CHECKING:
@@ -26,11 +31,8 @@ if TYPE_CHECKING:
 
 FORMAT = 2  # bump when the tokeniser or the file layout changes: old files are rebuilt
 
-# Han ideographs (CJK unified, extension A, compatibility), kana and Hangul: scripts written
-# without spaces between words.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
-_HAS_CJK = re.compile(rf"[{_CJK}]")
+# A run of CJK letters (written without spaces) or a word of any other script.
+_TOKEN = re.compile(rf"[{CJK}]+|[^\W_{CJK}]+")
 
 
 @cache
@@ -60,7 +62,7 @@ def tokenize(text: str) -> list[str]:
     stop = _stopwords()
     for match in _TOKEN.finditer(text.lower()):
         run = match.group()
-        if _HAS_CJK.match(run):
+        if is_cjk_char(run[0]):
             terms.extend([run[i : i + 2] for i in range(len(run) - 1)] or [run])
         elif run not in stop and (len(run) > 1 or run.isdigit()):
             words.append(run)
@@ -77,12 +79,6 @@ def title_terms(source: str) -> list[str]:
     return tokenize(re.sub(r"[_\-.]+", " ", stem))
 
 
-def is_cjk(text: str, share: float = 0.3) -> bool:
-    """Returns whether at least `share` of text's letters are Chinese/Japanese/Korean."""
-    letters = [c for c in text if c.isalpha()]
-    return bool(letters) and sum(bool(_HAS_CJK.match(c)) for c in letters) / len(letters) >= share
-
-
 def doc_key(record: DocumentRecord) -> str:
     """Returns what identifies one version of a document's chunks in the index."""
     return f"{record.id}:{record.chunks}:{record.ingested_at}"
@@ -95,6 +91,17 @@ def _join(items: Iterable[str]) -> NDArray[np.uint8]:
 def _split(data: NDArray[np.uint8]) -> list[str]:
     text = data.tobytes().decode("utf-8")
     return text.split("\n") if text else []
+
+
+class Indexed(Protocol):
+    """What an index is kept in step with: a collection of the store."""
+
+    @property
+    def name(self) -> str: ...
+
+    def documents(self) -> list[DocumentRecord]: ...
+
+    def chunk_texts(self, doc_ids: Sequence[str]) -> list[ChunkText]: ...
 
 
 class LexicalIndex:
@@ -144,6 +151,13 @@ class LexicalIndex:
         return bm25
 
     # -- keeping in step with the store ------------------------------------------------------
+
+    def synced(self, collection: Indexed) -> LexicalIndex:
+        """Returns this index brought in step with the collection (itself if it already is)."""
+        drop, add = self.stale(collection.documents())
+        if not drop and not add:
+            return self
+        return self.updated(drop, add, collection.chunk_texts([r.id for r in add]))
 
     def stale(self, records: Iterable[DocumentRecord]) -> tuple[set[str], list[DocumentRecord]]:
         """Returns (document ids to drop, records to add) to match the store's records."""
@@ -261,3 +275,64 @@ class LexicalIndex:
             if i is not None and i in present:
                 found += weight
         return found / total if total else 0.0
+
+
+class LexicalIndexes:
+    """The lexical index of each collection: a file per collection in folder, in step with the
+    store, cached in memory for as long as its file is unchanged."""
+
+    def __init__(self, folder: Path, lock: WriteLock) -> None:
+        self._folder = folder
+        self._lock = lock
+        self._cache: dict[str, tuple[int | None, LexicalIndex]] = {}
+
+    def path(self, name: str) -> Path:
+        """Returns where the index of collection `name` is saved."""
+        return self._folder / f"{name}.npz"
+
+    def read(self, collection: Indexed) -> LexicalIndex:
+        """Returns the collection's index in step with the store, for searching.
+
+        A reader saves what it had to rebuild only if no writer is busy; otherwise it keeps its
+        in-step copy in memory.
+        """
+        path = self.path(collection.name)
+        cached = self._cache.get(collection.name)
+        # A writer replaces the file after every change, so an unchanged file means an
+        # unchanged index (a stat per query, not a read of the store).
+        if cached is not None and cached[0] == _stamp(path):
+            return cached[1]
+        index = self._synced(collection, self._save_if_idle)
+        self._cache[collection.name] = (_stamp(path), index)
+        return index
+
+    def sync(self, collection: Indexed) -> LexicalIndex:
+        """Returns the collection's index brought in step with the store, saved if it changed;
+        the caller holds the write lock."""
+        return self._synced(collection, LexicalIndex.save)
+
+    def delete(self, name: str) -> None:
+        """Forgets the index of collection `name`, file and all."""
+        self.path(name).unlink(missing_ok=True)
+        self._cache.pop(name, None)
+
+    def _synced(
+        self, collection: Indexed, save: Callable[[LexicalIndex, Path], None]
+    ) -> LexicalIndex:
+        path = self.path(collection.name)
+        old = LexicalIndex.load(path) or LexicalIndex.empty()
+        index = old.synced(collection)
+        if index is not old:
+            save(index, path)
+        return index
+
+    def _save_if_idle(self, index: LexicalIndex, path: Path) -> None:
+        with suppress(StoreLockedError), self._lock.held(wait=False):
+            index.save(path)
+
+
+def _stamp(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None

@@ -137,7 +137,8 @@ def known_models(settings: Settings) -> Iterator[ModelInfo]:
         yield _torch_info(engine.model, engine.dtype, engine.quantize)
     for model in dict.fromkeys([*chat, BUNDLED_LLM]):
         yield _gguf_info(model, configured=model in chat)
-    embedding = [settings.embedding.model] if settings.embedding.kind != "fake" else []
+    local = settings.embedding.kind == "sentence-transformers"
+    embedding = [settings.embedding.model] if local else []
     for model in dict.fromkeys([*embedding, BUNDLED_EMBEDDING]):
         yield _embedding_info(model, configured=model in embedding)
 

@@ -7,8 +7,9 @@ from typing import Literal
 
 from privatellm.config import RetrievalSettings
 from privatellm.embeddings import Embedder
-from privatellm.lexical import LexicalIndex, is_cjk
+from privatellm.lexical import LexicalIndex
 from privatellm.store import Collection
+from privatellm.text import is_cjk
 from privatellm.types import ScoredChunk
 
 Mode = Literal["dense", "lexical", "hybrid"]

@@ -1,7 +1,7 @@
 """The vector store: the only module that imports chromadb.
 
 A document's record is the metadata of its first chunk (the "head"), so vectors and records live
-in one place and move together (embedded or, later, a Chroma server). Writes are ordered so that a
+in one place and move together (embedded or in a Chroma server). Writes are ordered so that a
 crash leaves nothing half-visible: a document's other chunks are written before its head, and its
 head is deleted before the rest. Chunks whose head is missing are orphans: queries drop them and
 `repair()` deletes them.
@@ -10,10 +10,13 @@ head is deleted before the rest. Chunks whose head is missing are orphans: queri
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from privatellm.chunking import chunk_id
 from privatellm.config import StoreSettings
@@ -21,7 +24,6 @@ from privatellm.errors import ConfigError, EmbeddingMismatchError, NotFoundError
 from privatellm.types import Chunk, ChunkText, DocumentRecord, ScoredChunk
 
 if TYPE_CHECKING:
-    import numpy as np
     from numpy.typing import NDArray
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
@@ -163,6 +165,16 @@ def _record(meta: dict[str, Any]) -> DocumentRecord:
     )
 
 
+@dataclass(frozen=True)
+class StoredRow:
+    """One chunk exactly as the store holds it."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    vector: NDArray[np.float32]
+
+
 class Collection:
     """One Chroma collection of chunks, with document records on the head chunks."""
 
@@ -265,6 +277,28 @@ class Collection:
         }
         found = [ScoredChunk(by_id[i], 0.0) for i in ids if i in by_id]
         return [h.chunk for h in self._complete(found)]
+
+    def rows(self, batch: int = 5000) -> Iterator[StoredRow]:
+        """Yields every stored chunk as it is stored, orphans included: for exports and checks
+        that compare whole stores."""
+        for offset in range(0, self.count(), batch):
+            got = self._c.get(
+                include=["documents", "metadatas", "embeddings"], limit=batch, offset=offset
+            )
+            for cid, text, meta, vector in zip(
+                got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+            ):
+                yield StoredRow(cid, text, dict(meta), np.asarray(vector, dtype=np.float32))
+
+    def neighbours(self, chunk: Chunk, count: int) -> tuple[list[str], list[str]]:
+        """Returns the texts of up to count chunks before and after chunk in its document."""
+        if count <= 0:
+            return [], []
+        index = chunk.index
+        before = [chunk_id(chunk.doc_id, i) for i in range(max(0, index - count), index)]
+        after = [chunk_id(chunk.doc_id, i) for i in range(index + 1, index + count + 1)]
+        found = {c.id: c.text for c in self.chunks(before + after)}
+        return [found[i] for i in before if i in found], [found[i] for i in after if i in found]
 
     def query(
         self, vector: Sequence[float], k: int, doc_ids: Sequence[str] | None = None

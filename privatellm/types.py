@@ -25,8 +25,13 @@ class Document:
 
     @property
     def doc_id(self) -> str:
-        """Documents are identified by content: the same bytes under two names are one document."""
-        return self.content_hash[:16]
+        return doc_id_of(self.content_hash)
+
+
+def doc_id_of(content_hash: str) -> str:
+    """Returns the id of the document whose bytes have this sha256: documents are identified by
+    content, so the same bytes under two names are one document."""
+    return content_hash[:16]
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class FileOutcome:
     outcome: Outcome
     detail: str = ""  # reason for failed/skipped, warning for a document ingested with one
     chunks: int = 0
+    doc_id: str = ""  # the document the file is (or repeats); "" when it was not ingested
 
 
 @dataclass
@@ -116,8 +122,8 @@ class Status:
     """What answers come from: the configured models and one collection's contents."""
 
     engine: str  # engine kind
-    model: str  # engine model setting
-    embedding: str  # embedding model setting
+    model: str  # the chat model's label (config.model_label)
+    embedding: str  # the embedding model's label
     collection: str
     documents: int
     chunks: int

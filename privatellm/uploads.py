@@ -1,4 +1,4 @@
-"""Files handed over as bytes (the page's uploader, later the HTTP API), kept in the data dir.
+"""Files handed over as bytes (the page's uploader, the HTTP API), kept in the data dir.
 
 An upload is saved as DATA/uploads/<collection>/<safe name> and ingested from there like any
 other path: uploading a changed file under the same name replaces its document, and deleting the
@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from privatellm.ingest import display_path
+from privatellm.types import FileOutcome, IngestReport
 
 MAX_NAME_BYTES = 200  # under the 255-byte limit of common file systems, with room for " (2)"
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
@@ -71,6 +74,37 @@ def stage(folder: Path, uploads: Sequence[Upload]) -> list[Staged]:
         _write_atomically(path, upload.data)
         staged.append(Staged(upload.name, path, previous))
     return staged
+
+
+def ingest_uploads(
+    folder: Path, uploads: Sequence[Upload], ingest: Callable[[list[Path]], IngestReport]
+) -> IngestReport:
+    """Returns one outcome per upload, in order, named as sent, after staging the uploads in
+    folder and ingesting them there.
+
+    What fails or repeats a document leaves nothing behind, and what it was meant to replace
+    stays; if ingest itself raises, every staged file is put back as it was.
+    """
+    staged = stage(folder, uploads)
+    try:
+        report = ingest([s.path for s in staged])
+    except BaseException:
+        for s in staged:
+            s.undo()
+        raise
+    by_path = {o.path: o for o in report.outcomes}
+    outcomes = [_settle(s, by_path.get(display_path(s.path))) for s in staged]
+    return IngestReport(outcomes, report.total_chunks)
+
+
+def _settle(staged: Staged, outcome: FileOutcome | None) -> FileOutcome:
+    """Returns the upload's outcome, keeping its file on disk only if its document was stored."""
+    if outcome is None or outcome.outcome in ("failed", "skipped"):
+        staged.undo()  # the store kept the previous version, if any: so does the disk
+    elif outcome.outcome == "duplicate":
+        staged.discard()  # the store holds no document for this path now
+    found = outcome or FileOutcome(staged.name, "failed", "not ingested")
+    return replace(found, path=staged.name)
 
 
 def _split(name: str) -> tuple[str, str]:

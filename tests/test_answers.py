@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from privatellm.citations import attribute, render, split_sentences
-from privatellm.config import Settings
+from privatellm.answering import ABSTAIN
+from privatellm.citations import attribute, render
+from privatellm.config import EngineSettings, Settings
 from privatellm.embeddings import Embedder
-from privatellm.engines import DEFAULT, Message, Sampling
-from privatellm.service import ABSTAIN, Service, _windows
+from privatellm.engines import Message, Sampling
+from privatellm.engines.fake import FakeEngine
+from privatellm.service import Service
+from privatellm.summaries import split_windows
+from privatellm.text import split_sentences
 from privatellm.types import Chunk, ScoredChunk
 
 PASSAGES = [
@@ -53,22 +55,21 @@ def test_sentences_are_tied_to_the_passage_that_supports_them(real_embedder: Emb
     assert "July 2023 [2]." in text and "1889 [1]." in text and "[7]" not in text
 
 
-class Scripted:
-    """An engine that replays given replies and records the prompts it saw."""
+def _scripted(settings: Settings, *replies: str, **engine: object) -> Service:
+    """Returns a service whose engine, chosen by settings, replays replies and records calls."""
+    chosen = EngineSettings.model_validate({"kind": "fake", "script": list(replies), **engine})
+    return Service(settings.model_copy(update={"engine": chosen}))
 
-    name = "scripted"
-    context_tokens = 2048
 
-    def __init__(self, *replies: str) -> None:
-        self.replies = list(replies)
-        self.prompts: list[str] = []
+def _fake(service: Service) -> FakeEngine:
+    engine = service.engine
+    assert isinstance(engine, FakeEngine)  # built from engine.kind: fake
+    return engine
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
-    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
-        self.prompts.append(messages[-1]["content"])
-        yield self.replies.pop(0)
+def _prompts(service: Service) -> list[str]:
+    """Returns the last message of each call the model got."""
+    return [messages[-1]["content"] for messages in _fake(service).prompts]
 
 
 @pytest.fixture
@@ -83,30 +84,29 @@ def corpus(tmp_path: Path) -> Path:
 def test_weak_evidence_abstains_without_calling_the_model(
     fake_settings: Settings, corpus: Path
 ) -> None:
-    engine = Scripted()  # no replies: a call would fail
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(fake_settings)
     service.ingest([corpus])
     reply = service.ask("Who painted the Sistine Chapel ceiling?")
     assert "".join(reply) == ABSTAIN
     answer = reply.answer()
-    assert answer.abstained and answer.citations == [] and engine.prompts == []
+    assert answer.abstained and answer.citations == [] and _fake(service).prompts == []
 
 
 def test_answer_cites_the_passage_the_model_marked(fake_settings: Settings, corpus: Path) -> None:
-    engine = Scripted("Mount Everest is 8,849 metres high [1].")
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(fake_settings, "Mount Everest is 8,849 metres high [1].")
     service.ingest([corpus])
     reply = service.ask("How high is Mount Everest?")
     assert "".join(reply) == "Mount Everest is 8,849 metres high [1]."
     answer = reply.answer()
     assert not answer.abstained
     assert [Path(c.source).name for c in answer.citations] == ["p2.txt"]
-    assert engine.prompts[0].startswith("[1] Mount Everest")
+    assert _prompts(service)[0].startswith("[1] Mount Everest")
 
 
 def test_follow_up_is_rewritten_before_retrieval(fake_settings: Settings, corpus: Path) -> None:
-    engine = Scripted("How high is Mount Everest in feet?", "About 29,032 feet [1].")
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(
+        fake_settings, "How high is Mount Everest in feet?", "About 29,032 feet [1]."
+    )
     service.ingest([corpus])
     history: list[Message] = [
         {"role": "user", "content": "How high is Mount Everest?"},
@@ -114,15 +114,16 @@ def test_follow_up_is_rewritten_before_retrieval(fake_settings: Settings, corpus
     ]
     answer = service.ask("And in feet?", history=history).answer()
     assert answer.standalone == "How high is Mount Everest in feet?"
-    assert "Mount Everest" in engine.prompts[0] and "And in feet?" in engine.prompts[0]
+    rewrite = _prompts(service)[0]
+    assert "Mount Everest" in rewrite and "And in feet?" in rewrite
+    assert _fake(service).samplings[0].temperature == 0.0  # a rewrite is not sampled
     assert Path(answer.passages[0].chunk.source).name == "p2.txt"
 
 
 def test_a_rambling_rewrite_falls_back_to_the_previous_question(
     fake_settings: Settings, corpus: Path
 ) -> None:
-    engine = Scripted("Sure!\n" + "blah " * 200, "It is 8,849 metres high [1].")
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(fake_settings, "Sure!\n" + "blah " * 200, "It is 8,849 metres high [1].")
     service.ingest([corpus])
     history: list[Message] = [{"role": "user", "content": "Tell me about Mount Everest."}]
     answer = service.ask("How high?", history=history).answer()
@@ -131,7 +132,7 @@ def test_a_rambling_rewrite_falls_back_to_the_previous_question(
 
 def test_windows_respect_the_budget() -> None:
     texts = ["a " * 40, "b " * 40, "c " * 40, "d " * 300]
-    windows = _windows(texts, lambda t: len(t.split()), budget=100)
+    windows = split_windows(texts, lambda t: len(t.split()), budget=100)
     assert [w.split()[0] for w in windows] == ["a", "c", "d"]  # a+b fit one window
     assert all(len(w.split()) <= 100 for w in windows)
 
@@ -143,27 +144,20 @@ def test_summarize_maps_then_combines(fake_settings: Settings, tmp_path: Path) -
         "\n\n".join(f"Paragraph {n} says something about topic {n}. " * 12 for n in range(30)),
         encoding="utf-8",
     )
-    small = fake_settings.model_copy(
-        update={"engine": fake_settings.engine.model_copy(update={"context_tokens": 600})}
-    )
-    engine = Scripted(*[f"partial {n}." for n in range(50)])
-    engine.context_tokens = 600
-    service = Service(small, engine=engine)
+    service = _scripted(fake_settings, *[f"partial {n}." for n in range(50)], context_tokens=600)
     service.ingest([docs])
     summary = "".join(service.summarize(str(docs / "long.txt")))
     assert summary.startswith("partial")
-    maps = [p for p in engine.prompts if p.endswith("at most three sentences.")]
+    prompts = _prompts(service)
+    maps = [p for p in prompts if p.endswith("at most three sentences.")]
     assert len(maps) >= 2  # the document did not fit one prompt
-    assert engine.prompts[-1].endswith("at most five sentences.")
-    assert all(engine.count_tokens(p) < 600 for p in engine.prompts)
+    assert prompts[-1].endswith("at most five sentences.")
+    assert all(service.engine.count_tokens(p) < 600 for p in prompts)
 
 
 def test_a_looping_answer_is_cut_at_the_first_repeat(fake_settings: Settings, corpus: Path) -> None:
     loop = "Mount Everest is 8,849 metres high. " * 6
-    engine = Scripted(loop)
-    words = re.findall(r"\S+\s*", loop)
-    engine.stream = lambda messages, sampling=DEFAULT: iter(words)  # type: ignore[method-assign]
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(fake_settings, loop)  # streamed word by word
     service.ingest([corpus])
     reply = service.ask("How high is Mount Everest?")
     streamed = "".join(reply)
@@ -173,8 +167,7 @@ def test_a_looping_answer_is_cut_at_the_first_repeat(fake_settings: Settings, co
 
 def test_a_rewrite_that_is_not_a_question_falls_back(fake_settings: Settings, corpus: Path) -> None:
     said = "Mount Everest is 8,849 metres high [1]."
-    engine = Scripted(said, "It lies on the border of Nepal and China [1].")
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(fake_settings, said, "It lies on the border of Nepal and China [1].")
     service.ingest([corpus])
     history: list[Message] = [
         {"role": "user", "content": "How high is Mount Everest?"},
@@ -191,32 +184,13 @@ def test_an_echo_of_the_question_is_not_cited(real_embedder: Embedder) -> None:
     assert [s.cited for s in sentences] == [(), (1,)]
 
 
-class Slow(Scripted):
-    """Replies word by word, slowly, and records how many replies were in progress at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.active = 0
-        self.most_active = 0
-        self.temperatures: list[float | None] = []
-
-    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
-        self.temperatures.append(sampling.temperature)
-        self.active += 1
-        self.most_active = max(self.most_active, self.active)
-        try:
-            for word in ("The", " tower", " was", " finished", " in", " 1889", " [1]."):
-                time.sleep(0.01)
-                yield word
-        finally:
-            self.active -= 1
+TOWER = "The tower was finished in 1889 [1]."
 
 
 def test_concurrent_questions_get_whole_answers_one_at_a_time(
     fake_settings: Settings, corpus: Path
 ) -> None:
-    engine = Slow()
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(fake_settings, *[TOWER] * 4, delay_seconds=0.01)
     service.ingest([corpus])
     texts: list[str] = []
 
@@ -230,18 +204,20 @@ def test_concurrent_questions_get_whole_answers_one_at_a_time(
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    engine = _fake(service)
     assert engine.most_active == 1  # never two replies interleaved on one model
-    assert texts == ["The tower was finished in 1889 [1]."] * 4
-    assert sorted(t or 0 for t in engine.temperatures) == [0, 0.1, 0.2, 0.3]
+    assert texts == [TOWER] * 4
+    assert sorted(s.temperature or 0 for s in engine.samplings) == [0, 0.1, 0.2, 0.3]
 
 
 @pytest.mark.timeout(60)  # a model left held would block the second answer forever
 def test_an_abandoned_answer_frees_the_model(fake_settings: Settings, corpus: Path) -> None:
-    engine = Slow()
-    service = Service(fake_settings, engine=engine)
+    service = _scripted(fake_settings, TOWER, TOWER, delay_seconds=0.01)
     service.ingest([corpus])
     first = service.ask("When was the Eiffel Tower completed?")
     next(iter(first))  # the model is now busy with this answer
+    assert _fake(service).active == 1
     first.close()  # the page's user asked something else instead
+    assert _fake(service).active == 0
     second = service.ask("When was the Eiffel Tower completed?")
-    assert "".join(second) == "The tower was finished in 1889 [1]."
+    assert "".join(second) == TOWER

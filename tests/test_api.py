@@ -6,8 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from privatellm.api import create_app
 from privatellm.config import Settings
-from privatellm.engines import DEFAULT, Message, Sampling
+from privatellm.engines.fake import FakeEngine
 from privatellm.service import Service
 
 EIFFEL = "The Eiffel Tower was completed in 1889 for the World's Fair in Paris."
@@ -24,11 +23,12 @@ EVEREST = "Mount Everest is 8,849 metres high and lies on the border of Nepal an
 QUESTION = "When was the Eiffel Tower completed?"
 
 
-def _settings(tmp_path: Path, **api: object) -> Settings:
+def _settings(tmp_path: Path, engine: dict[str, object] | None = None, **api: object) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         embedding={"kind": "fake"},  # type: ignore[arg-type]
-        engine={"kind": "fake"},  # type: ignore[arg-type]
+        # The API names the model by its setting, as for a real one: here "fake".
+        engine={"kind": "fake", "model": "fake", **(engine or {})},  # type: ignore[arg-type]
         api=api,  # type: ignore[arg-type]
     )
 
@@ -386,34 +386,24 @@ def test_no_key_configured_means_no_auth(client: TestClient) -> None:
 # -- concurrency -------------------------------------------------------------------------------
 
 
-class Slow:
-    """A scripted engine that takes its time and notices overlapping replies."""
+TOWER = "The tower was finished in 1889 [1]."
 
-    name = "slow"
-    context_tokens = 2048
 
-    def __init__(self, seconds: float = 0.02) -> None:
-        self.seconds = seconds
-        self.active = 0
-        self.most_active = 0
+def _slow(tmp_path: Path, replies: int, delay_seconds: float, **engine: object) -> Service:
+    """Returns a service whose fake engine takes its time over each word and notices
+    overlapping replies."""
+    script = {"script": [TOWER] * replies, "delay_seconds": delay_seconds}
+    return Service(_settings(tmp_path, engine={**script, **engine}))
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
-    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
-        self.active += 1
-        self.most_active = max(self.most_active, self.active)
-        try:
-            for word in ("The", " tower", " was", " finished", " in", " 1889", " [1]."):
-                time.sleep(self.seconds)
-                yield word
-        finally:
-            self.active -= 1
+def _fake(service: Service) -> FakeEngine:
+    engine = service.engine
+    assert isinstance(engine, FakeEngine)  # built from engine.kind: fake
+    return engine
 
 
 def test_concurrent_requests_get_whole_answers(tmp_path: Path) -> None:
-    engine = Slow()
-    service = Service(_settings(tmp_path), engine=engine)
+    service = _slow(tmp_path, replies=8, delay_seconds=0.02)
     with TestClient(create_app(service)) as client:
         client.post("/v1/ingest/text", json={"file_name": "eiffel", "text": EIFFEL})
         answers: list[str] = []
@@ -447,8 +437,8 @@ def test_concurrent_requests_get_whole_answers(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(timeout=120)
     assert statuses == [200] * 8
-    assert engine.most_active == 1  # one reply at a time on the model
-    assert all(a == "The tower was finished in 1889 [1]." for a in answers), answers
+    assert _fake(service).most_active == 1  # one reply at a time on the model
+    assert all(a == TOWER for a in answers), answers
     assert len(_documents_of(service)) == 6  # ingestion went on beside the questions
 
 
@@ -457,14 +447,7 @@ def _documents_of(service: Service) -> list[object]:
 
 
 def test_saturated_model_answers_busy_with_retry_after(tmp_path: Path) -> None:
-    engine = Slow(seconds=0.2)
-    settings = _settings(tmp_path)
-    settings = settings.model_copy(
-        update={
-            "engine": settings.engine.model_copy(update={"wait_seconds": 0.3, "max_waiting": 1})
-        }
-    )
-    service = Service(settings, engine=engine)
+    service = _slow(tmp_path, replies=4, delay_seconds=0.2, wait_seconds=0.3, max_waiting=1)
     with TestClient(create_app(service)) as client:
         client.post("/v1/ingest/text", json={"file_name": "eiffel", "text": EIFFEL})
         body = {"messages": [{"role": "user", "content": QUESTION}], "use_context": True}
@@ -482,7 +465,7 @@ def test_saturated_model_answers_busy_with_retry_after(tmp_path: Path) -> None:
     codes = sorted(code for code, _ in results)
     assert codes[0] == 200 and set(codes[1:]) <= {200, 429, 503} and set(codes) != {200}
     assert all(retry is not None and int(retry) >= 1 for code, retry in results if code != 200)
-    assert engine.most_active == 1
+    assert _fake(service).most_active == 1
 
 
 def test_the_api_cannot_be_made_to_read_server_paths(loaded: TestClient) -> None:

@@ -47,13 +47,11 @@ for chunk in collection.chunk_texts([r.id for r in records]):
     stored[chunk.doc_id] = stored.get(chunk.doc_id, 0) + 1
 drop, add = service.lexical().stale(records)
 # Everything stored, compared whole: ids, texts, metadata and vectors of every chunk.
-rows = collection._c.get(include=["documents", "metadatas", "embeddings"])
 digest = hashlib.sha256()
-for cid, text, meta, vector in sorted(zip(rows["ids"], rows["documents"], rows["metadatas"],
-                                          rows["embeddings"]), key=lambda r: r[0]):
-    meta = {k: v for k, v in meta.items() if k != "ingested_at"}
-    digest.update(json.dumps([cid, text, meta], sort_keys=True).encode())
-    digest.update(numpy.asarray(vector, dtype="<f4").tobytes())
+for row in sorted(collection.rows(), key=lambda r: r.id):
+    meta = {k: v for k, v in row.metadata.items() if k != "ingested_at"}
+    digest.update(json.dumps([row.id, row.text, meta], sort_keys=True).encode())
+    digest.update(numpy.asarray(row.vector, dtype="<f4").tobytes())
 hits = {q: [(h.chunk.id, round(h.score, 4)) for h in service.retrieve(q, top_k=5, mode="lexical")]
         for q in sys.argv[2:]}
 print(json.dumps({

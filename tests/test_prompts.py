@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
-from privatellm.engines import Message
+from privatellm.config import EngineSettings
+from privatellm.engines.fake import FakeEngine
 from privatellm.prompts import build_messages
 from privatellm.types import Chunk, ScoredChunk
 
 
-class WordEngine:
-    """Counts a token per word: enough to check the budget arithmetic."""
-
-    name = "words"
-
-    def __init__(self, context_tokens: int) -> None:
-        self.context_tokens = context_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def stream(self, messages: Sequence[Message]) -> Iterator[str]:
-        yield "unused"
+def _engine(context_tokens: int) -> FakeEngine:
+    """An engine counting a token per word: enough to check the budget arithmetic."""
+    return FakeEngine(EngineSettings(kind="fake", context_tokens=context_tokens))
 
 
 def _hit(n: int, words: int) -> ScoredChunk:
@@ -30,7 +19,7 @@ def _hit(n: int, words: int) -> ScoredChunk:
 
 
 def test_passages_stop_before_the_window_overflows() -> None:
-    engine = WordEngine(context_tokens=500)
+    engine = _engine(500)
     hits = [_hit(n, 100) for n in range(5)]
     messages, used = build_messages("what is w1?", hits, engine, answer_tokens=100)
     assert [h.chunk.id for h in used] == ["c0", "c1"]
@@ -40,5 +29,5 @@ def test_passages_stop_before_the_window_overflows() -> None:
 
 
 def test_no_passage_fits_gives_a_question_only_prompt() -> None:
-    messages, used = build_messages("q?", [_hit(0, 5000)], WordEngine(300), answer_tokens=100)
+    messages, used = build_messages("q?", [_hit(0, 5000)], _engine(300), answer_tokens=100)
     assert used == [] and "Question: q?" in messages[-1]["content"]

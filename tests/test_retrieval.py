@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from privatellm.lexical import LexicalIndex, is_cjk, tokenize
+from privatellm.lexical import LexicalIndex, tokenize
 from privatellm.service import Service
+from privatellm.text import is_cjk
 from privatellm.types import ChunkText, DocumentRecord
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from privatellm.config import model_label
 from privatellm.errors import ConfigError, NotFoundError
 from privatellm.service import Service
 from privatellm.uploads import MAX_NAME_BYTES, Upload, safe_filename
@@ -121,7 +122,17 @@ def test_status_counts_documents_and_chunks(fake_service: Service) -> None:
     fake_service.ingest_uploads([Upload("a.txt", TEXT), Upload("b.txt", OTHER)])
     status = fake_service.status()
     assert (status.collection, status.documents, status.chunks) == ("default", 2, 2)
-    assert status.engine == "llamacpp" and status.embedding == "fake"
+    assert status.engine == "llamacpp" and status.model == "SmolLM2-135M-Instruct"
+    assert status.embedding == "all-MiniLM-L6-v2"  # labels of the settings: nothing is loaded
+
+
+def test_a_model_has_one_label_wherever_it_is_shown() -> None:
+    assert model_label("bundled:SmolLM2-135M-Instruct") == "SmolLM2-135M-Instruct"
+    assert (
+        model_label("/models/Llama-3.2-1B-Instruct-Q4_K_M.gguf") == "Llama-3.2-1B-Instruct-Q4_K_M"
+    )
+    assert model_label("/models/Qwen2.5-1.5B-Instruct") == "Qwen2.5-1.5B-Instruct"  # a folder
+    assert model_label("llama3.1:8b") == "llama3.1:8b"  # a server's model name
 
 
 def test_with_engine_shares_store_and_embedder(fake_service: Service, tmp_path: Path) -> None:
@@ -129,6 +140,7 @@ def test_with_engine_shares_store_and_embedder(fake_service: Service, tmp_path: 
     assert other.settings.engine.model.endswith("other.gguf")
     assert other.settings.engine.temperature == 0.7
     assert other.store is fake_service.store and other.embedder is fake_service.embedder
+    assert other.lock is fake_service.lock  # one store, one writer at a time
     assert fake_service.settings.engine.temperature == 0.0  # the original is unchanged
     with pytest.raises(ConfigError, match=r"engine\.temperature"):
         fake_service.with_engine(temperature=9)

@@ -334,8 +334,8 @@ def _status_line(service: Service, collection: str) -> None:
     status = _guarded(lambda: service.status(collection))
     if status is not None:
         st.caption(
-            f":material/lock: Engine **{status.engine}** · model **{_model_name(status.model)}** · "
-            f"embeddings **{_model_name(status.embedding)}** · collection **{status.collection}**: "
+            f":material/lock: Engine **{status.engine}** · model **{status.model}** · "
+            f"embeddings **{status.embedding}** · collection **{status.collection}**: "
             f"{_count(status.documents, 'document')}, {_count(status.chunks, 'chunk')}"
         )
 
@@ -446,10 +446,6 @@ def _where(source: str, page: int | None) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _model_name(model: str) -> str:
-    return model.removeprefix("bundled:") if model.startswith("bundled:") else Path(model).name
 
 
 def _escape(text: str) -> str:

@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypedDict
+from typing import TYPE_CHECKING
+
+from privatellm.engines.base import DEFAULT, Engine, Message, ResolvedSampling, Sampling
 
 if TYPE_CHECKING:
     from privatellm.config import EngineSettings
 
-
-class Message(TypedDict):
-    role: str  # "system" | "user" | "assistant"
-    content: str
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one reply is generated; None keeps the engine's setting."""
-
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: tuple[str, ...] = ()  # the reply ends before the first of these
-
-
-DEFAULT = Sampling()
-
-
-class Engine(Protocol):
-    """What the rest of privatellm needs from a language model."""
-
-    name: str
-    context_tokens: int
-
-    def count_tokens(self, text: str) -> int:
-        """Returns the length of text in the model's tokens."""
-        ...
-
-    def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
-        """Yields the reply to messages piece by piece, formatted by the model's chat template."""
-        ...
+__all__ = ["DEFAULT", "Engine", "Message", "ResolvedSampling", "Sampling", "build_engine"]
 
 
 def build_engine(settings: EngineSettings) -> Engine:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from privatellm.config import BUNDLED_LLM, EngineSettings
-from privatellm.engines import DEFAULT, Message, Sampling
+from privatellm.engines.base import DEFAULT, Message, Sampling
 from privatellm.errors import ModelError
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,6 +28,21 @@ def resolve_gguf(model: str) -> Path:
     return path
 
 
+def llama_options(settings: EngineSettings) -> dict[str, Any]:
+    """Returns the arguments of llama_cpp.Llama() besides the model path, as settings ask."""
+    threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
+    return {
+        "n_ctx": settings.context_tokens,
+        "n_threads": threads,
+        # llama-cpp-python reads prompts on every core unless told otherwise: on 2 cores
+        # that doubled time to first token under load (10.2 s vs 4.9 s, measured here).
+        "n_threads_batch": threads,
+        "n_batch": min(settings.batch_tokens, settings.context_tokens),
+        "flash_attn": settings.flash_attention,
+        "verbose": False,
+    }
+
+
 class LlamaCppEngine:
     """A GGUF model run by llama.cpp, with the chat template stored in the file."""
 
@@ -43,19 +58,8 @@ class LlamaCppEngine:
         self.name = path.stem
         self.context_tokens = settings.context_tokens
         self._settings = settings
-        threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
         try:
-            self._llm = Llama(
-                model_path=str(path),
-                n_ctx=settings.context_tokens,
-                n_threads=threads,
-                # llama-cpp-python reads prompts on every core unless told otherwise: on 2 cores
-                # that doubled time to first token under load (10.2 s vs 4.9 s, measured here).
-                n_threads_batch=threads,
-                n_batch=min(settings.batch_tokens, settings.context_tokens),
-                flash_attn=settings.flash_attention,
-                verbose=False,
-            )
+            self._llm = Llama(model_path=str(path), **llama_options(settings))
         except ValueError as e:
             raise ModelError(f"cannot load {path}: {e}") from e
 
@@ -63,13 +67,13 @@ class LlamaCppEngine:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
-        s = self._settings
+        chosen = sampling.resolve(self._settings)
         parts: Any = self._llm.create_chat_completion(
             messages=list(messages),  # type: ignore[arg-type]
-            max_tokens=sampling.max_tokens or s.max_tokens,
-            temperature=s.temperature if sampling.temperature is None else sampling.temperature,
-            top_p=s.top_p if sampling.top_p is None else sampling.top_p,
-            stop=list(sampling.stop) or None,
+            max_tokens=chosen.max_tokens,
+            temperature=chosen.temperature,
+            top_p=chosen.top_p,
+            stop=list(chosen.stop) or None,
             stream=True,
         )
         for part in parts:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from privatellm.config import EngineSettings
-from privatellm.engines import DEFAULT, Message, Sampling
+from privatellm.config import BUNDLED_PREFIX, EngineSettings
+from privatellm.engines.base import DEFAULT, Message, Sampling
 from privatellm.errors import ConfigError, ModelError
+from privatellm.text import is_cjk_char
 
 
 class OpenAIEngine:
@@ -21,7 +22,7 @@ class OpenAIEngine:
 
         if not settings.base_url:
             raise ConfigError("engine.kind openai needs engine.base_url (the server's /v1 root)")
-        self.name = settings.model.removeprefix("bundled:")
+        self.name = settings.model.removeprefix(BUNDLED_PREFIX)
         self.context_tokens = settings.context_tokens
         self._settings = settings
         self._client = openai.OpenAI(
@@ -34,28 +35,30 @@ class OpenAIEngine:
     def count_tokens(self, text: str) -> int:
         # The OpenAI API has no tokenizer route, so this overestimates (a token per 3 characters,
         # one per CJK character): prompts then always fit the server's context window.
-        cjk = sum(1 for c in text if "\u3000" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af")
+        cjk = sum(1 for c in text if is_cjk_char(c))
         return cjk + (len(text) - cjk) // 3 + 1
 
     def stream(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
         import openai
 
-        s = self._settings
+        chosen = sampling.resolve(self._settings)
         request: dict[str, Any] = {
             "model": self.name,
             "messages": list(messages),
-            "max_tokens": sampling.max_tokens or s.max_tokens,
-            "temperature": s.temperature if sampling.temperature is None else sampling.temperature,
-            "top_p": s.top_p if sampling.top_p is None else sampling.top_p,
+            "max_tokens": chosen.max_tokens,
+            "temperature": chosen.temperature,
+            "top_p": chosen.top_p,
             "stream": True,
         }
-        if sampling.stop:
-            request["stop"] = list(sampling.stop)
+        if chosen.stop:
+            request["stop"] = list(chosen.stop)
         try:
             for part in self._client.chat.completions.create(**request):
                 if part.choices and part.choices[0].delta.content:
                     yield part.choices[0].delta.content
         except openai.APIConnectionError as e:
-            raise ModelError(f"cannot reach the model server at {s.base_url}: {e}") from e
+            raise ModelError(
+                f"cannot reach the model server at {self._settings.base_url}: {e}"
+            ) from e
         except openai.APIStatusError as e:
             raise ModelError(f"the model server answered HTTP {e.status_code}: {e.message}") from e

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from privatellm.config import BUNDLED_LLM, EngineSettings
-from privatellm.engines import DEFAULT, Message, Sampling
+from privatellm.engines.base import DEFAULT, Message, Sampling
 from privatellm.errors import ConfigError, ModelError
 
 
@@ -165,21 +165,19 @@ class TorchEngine:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 return cancelled.is_set()
 
-        s = self._settings
-        temperature = s.temperature if sampling.temperature is None else sampling.temperature
+        chosen = sampling.resolve(self._settings)
         ids = self.prompt_ids(messages)
         options: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": ids.new_ones(ids.shape),
-            "max_new_tokens": sampling.max_tokens or s.max_tokens,
-            "do_sample": temperature > 0,
+            "max_new_tokens": chosen.max_tokens,
+            "do_sample": chosen.temperature > 0,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
             "pad_token_id": self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
         }
-        if temperature > 0:
-            top_p = s.top_p if sampling.top_p is None else sampling.top_p
-            options |= {"temperature": temperature, "top_p": top_p}
-        if sampling.stop:
-            options |= {"stop_strings": list(sampling.stop), "tokenizer": self._tokenizer}
+        if chosen.temperature > 0:
+            options |= {"temperature": chosen.temperature, "top_p": chosen.top_p}
+        if chosen.stop:
+            options |= {"stop_strings": list(chosen.stop), "tokenizer": self._tokenizer}
         return options

@@ -1,0 +1,284 @@
+"""The API's handlers: HTTP in, Service calls, HTTP out. No retrieval or ingestion logic here.
+
+Handlers are plain functions, so FastAPI runs them (and the streams they return) in its thread
+pool, never on the event loop; the Service's gate lets one answer use the model at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from privatellm.answering import Reply
+from privatellm.api import schemas as s
+from privatellm.api.streaming import (
+    SOURCES_HEADER,
+    completion_events,
+    event_stream,
+    pull_first,
+    sources_header,
+)
+from privatellm.engines import Message, Sampling
+from privatellm.errors import ConfigError, NotFoundError
+from privatellm.service import Service
+from privatellm.types import Answer
+from privatellm.uploads import Upload, safe_filename
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".text")
+CollectionParam = Annotated[
+    str | None, Query(description="Collection (default: the configured one).")
+]
+
+
+class Routes:
+    """The handlers, bound to one service and the model name it answers as."""
+
+    def __init__(self, service: Service, model: str) -> None:
+        self.service = service
+        self.model = model
+
+    # -- answering --------------------------------------------------------------------------------
+
+    def chat(self, body: s.ChatBody, collection: CollectionParam = None) -> Response:
+        """Chat: the last user message is the question; with use_context, answered from the
+        documents with sources. A leading system message is the system prompt."""
+        messages = [m for m in body.messages if m.content is not None]
+        system = messages[0].content if messages and messages[0].role == "system" else None
+        users = [i for i, m in enumerate(messages) if m.role == "user"]
+        if not users:
+            raise ConfigError("messages: there must be a user message")
+        question = messages[users[-1]]
+        if not body.use_context:
+            chat: list[Message] = [{"role": m.role, "content": m.content or ""} for m in messages]
+            return self._uncited(body, chat)
+        history: list[Message] = [
+            {"role": m.role, "content": m.content or ""}
+            for m in messages[: users[-1]]
+            if m.role != "system"
+        ]
+        reply = self.service.ask(
+            question.content or "",
+            body.collection or collection,
+            history,
+            sources=_filter_doc_ids(body.context_filter),
+            sampling=_sampling(body),
+            system=system,
+        )
+        return self._cited(body, reply)
+
+    def completions(self, body: s.CompletionsBody, collection: CollectionParam = None) -> Response:
+        """One prompt, optionally with a system prompt; same answers and shapes as chat."""
+        if not body.use_context:
+            chat: list[Message] = [{"role": "user", "content": body.prompt}]
+            if body.system_prompt:
+                chat.insert(0, {"role": "system", "content": body.system_prompt})
+            return self._uncited(body, chat, text=True)
+        reply = self.service.ask(
+            body.prompt,
+            body.collection or collection,
+            sources=_filter_doc_ids(body.context_filter),
+            sampling=_sampling(body),
+            system=body.system_prompt,
+        )
+        return self._cited(body, reply, text=True)
+
+    def _uncited(self, body: s._Generation, chat: list[Message], text: bool = False) -> Response:
+        """Returns the model's own reply to chat, no documents involved."""
+        pieces = iter(self.service.chat(chat, _sampling(body)))
+        stream = pull_first(pieces)
+        if body.stream:
+            events = completion_events(self.model, stream, None, lambda: None)
+            return event_stream(events, getattr(pieces, "close", None))
+        content = "".join(stream)
+        prompt_tokens = sum(self.service.count_tokens(m["content"]) for m in chat)
+        usage = self._usage(prompt_tokens, self.service.count_tokens(content))
+        return _json(self._completion(content, None, None, usage, text))
+
+    def _cited(self, body: s._Generation, reply: Reply, text: bool = False) -> Response:
+        """Returns an answer from the documents, with its sources if the body asks for them."""
+        stream = pull_first(iter(reply))
+        sources = [s.Chunk.of(h) for h in reply.passages] if body.include_sources else None
+        headers = {SOURCES_HEADER: sources_header(sources)} if sources is not None else None
+        if body.stream:
+            events = completion_events(self.model, stream, sources, reply.answer)
+            return event_stream(events, reply.close, headers)
+        for _ in stream:
+            pass
+        answer = reply.answer()
+        completion = 0 if answer.abstained else self.service.count_tokens(answer.text)
+        usage = self._usage(reply.prompt_tokens, completion)
+        return _json(self._completion(answer.text, sources, answer, usage, text), headers)
+
+    def _completion(
+        self,
+        content: str,
+        sources: list[s.Chunk] | None,
+        answer: Answer | None,
+        usage: s.Usage,
+        text: bool,
+    ) -> s.OpenAICompletion:
+        choice = s.OpenAIChoice(
+            finish_reason="stop",
+            message=s.OpenAIMessage(role="assistant", content=content),
+            text=content if text else None,
+            sources=sources,
+            cited=[c.n for c in answer.citations] if answer else None,
+            abstained=answer.abstained if answer else None,
+        )
+        return s.OpenAICompletion(model=self.model, choices=[choice], usage=usage)
+
+    @staticmethod
+    def _usage(prompt_tokens: int, completion_tokens: int) -> s.Usage:
+        return s.Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+    # -- context ----------------------------------------------------------------------------------
+
+    def chunks(self, body: s.ChunksBody, collection: CollectionParam = None) -> s.ListResponse:
+        """The passages most relevant to text, best first, with their neighbours if asked."""
+        name = body.collection or collection
+        hits = self.service.retrieve(
+            body.text, name, top_k=body.limit, sources=_filter_doc_ids(body.context_filter)
+        )
+        data = []
+        for hit in hits:
+            before, after = self.service.neighbours(hit, body.prev_next_chunks, name)
+            wanted = body.prev_next_chunks > 0
+            data.append(s.Chunk.of(hit, before if wanted else None, after if wanted else None))
+        return s.ListResponse(model=self.model, data=data)
+
+    # -- ingestion --------------------------------------------------------------------------------
+
+    def ingest_file(
+        self, file: list[UploadFile], collection: CollectionParam = None
+    ) -> s.ListResponse:
+        """Ingest uploaded files (one or several `file` parts); each gets its document."""
+        limits = self.service.settings.api
+        if len(file) > limits.max_files:
+            raise HTTPException(413, f"at most {limits.max_files} files per request")
+        most = int(limits.max_upload_mb * 1024 * 1024)
+        uploads = []
+        for part in file:
+            data = part.file.read(most + 1)
+            if len(data) > most:
+                raise HTTPException(413, f"{part.filename}: over {limits.max_upload_mb:g} MB")
+            uploads.append(Upload(part.filename or "upload", data))
+        return self._ingest(uploads, collection)
+
+    def ingest_text(
+        self, body: s.IngestTextBody, collection: CollectionParam = None
+    ) -> s.ListResponse:
+        """Ingest text under a file name (".txt" is added unless it names a text format)."""
+        name = safe_filename(body.file_name)
+        if not name.lower().endswith(TEXT_SUFFIXES):
+            name += ".txt"
+        upload = Upload(name, body.text.encode("utf-8"))
+        return self._ingest([upload], body.collection or collection)
+
+    def _ingest(self, uploads: list[Upload], collection: str | None) -> s.ListResponse:
+        report = self.service.ingest_uploads(uploads, collection)
+        by_id = {r.id: r for r in self.service.documents(collection)}
+        docs, errors = [], []
+        for outcome in report.outcomes:  # one per upload, in order
+            record = by_id.get(outcome.doc_id)
+            if outcome.outcome in ("failed", "skipped") or record is None:
+                errors.append(outcome)
+            else:
+                docs.append(s.IngestedDoc.of(record))
+        if not docs:
+            unsupported = all(e.outcome == "skipped" for e in errors)
+            reasons = "; ".join(f"{e.path}: {e.detail}" for e in errors)
+            raise HTTPException(415 if unsupported else 422, reasons or "nothing was ingested")
+        # The good files are ingested; the others are listed with their reasons.
+        failed = [s.IngestError(file_name=e.path, error=e.detail) for e in errors]
+        return s.ListResponse(model=self.model, data=docs, errors=failed or None)
+
+    def ingest_list(self, collection: CollectionParam = None) -> s.ListResponse:
+        """The documents in the collection (none yet in a fresh default collection)."""
+        fresh = (
+            collection is None
+            and self.service.settings.collection not in self.service.collections()
+        )
+        records = [] if fresh else self.service.documents(collection)
+        return s.ListResponse(model=self.model, data=[s.IngestedDoc.of(r) for r in records])
+
+    def delete(self, doc_id: str, collection: CollectionParam = None) -> s.ListResponse:
+        """Delete one document by its id (404 if there is none)."""
+        if not any(r.id == doc_id for r in self.service.documents(collection)):
+            raise NotFoundError(f"no document with id {doc_id!r}")
+        record = self.service.remove(doc_id, collection)
+        return s.ListResponse(model=self.model, data=[s.IngestedDoc.of(record)])
+
+    # -- summaries, embeddings, models ------------------------------------------------------------
+
+    def summarize(self, body: s.SummarizeBody, collection: CollectionParam = None) -> Response:
+        """A summary of text, or of documents (use_context: the filter's documents, or the
+        passages retrieved for prompt)."""
+        if body.use_context:
+            pieces = self.service.summarize_documents(
+                _filter_doc_ids(body.context_filter),
+                body.collection or collection,
+                query=body.prompt,
+                instructions=body.instructions,
+            )
+        elif body.text:
+            instructions = body.instructions or body.prompt
+            pieces = self.service.summarize_text(body.text, instructions)
+        else:
+            raise ConfigError("give text to summarize, or use_context: true")
+        pieces = iter(pieces)
+        stream = pull_first(pieces)
+        if body.stream:
+            events = completion_events(self.model, stream, None, lambda: None)
+            return event_stream(events, getattr(pieces, "close", None))
+        return _json(s.SummarizeResponse(summary="".join(stream)))
+
+    def embeddings(self, body: s.EmbeddingsBody) -> s.EmbeddingsResponse:
+        """OpenAI embeddings of a string or a list of strings, as floats or base64."""
+        texts = body.texts()
+        if not texts or len(texts) > 2048:
+            raise ConfigError("input: give 1 to 2048 strings")
+        vectors, tokens = self.service.embed(texts)
+        data = [
+            s.Embedding(index=i, embedding=_encode(v, body.encoding_format))
+            for i, v in enumerate(vectors)
+        ]
+        return s.EmbeddingsResponse(
+            model=self.service.embedder.name,
+            data=data,
+            usage=s.Usage(prompt_tokens=tokens, total_tokens=tokens),
+        )
+
+    def models(self) -> s.ModelList:
+        """The one model this server answers with."""
+        return s.ModelList(data=[s.Model(id=self.model)])
+
+
+def _filter_doc_ids(context_filter: s.ContextFilter | None) -> list[str] | None:
+    """Returns the document ids a request limits itself to (None: all documents)."""
+    if context_filter is None or context_filter.docs_ids is None:
+        return None
+    if not context_filter.docs_ids:
+        raise ConfigError("context_filter.docs_ids is empty: give document ids, or null for all")
+    return context_filter.docs_ids
+
+
+def _sampling(body: s._Generation) -> Sampling:
+    return Sampling(body.max_tokens, body.temperature, body.top_p, body.stops())
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":  # what the openai client asks for by default
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector
+
+
+def _json(model: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), headers=headers)

@@ -1,0 +1,51 @@
+"""Rules about text that several modules share: what is CJK, where a sentence ends, [n] markers.
+
+Each rule lives here once; the lexical index, token counting, citations, the answer stream and
+the scripted engine all import it rather than keep a copy.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Han ideographs (CJK unified, extension A, compatibility), kana and Hangul: scripts written
+# without spaces between words.
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK_CHAR = re.compile(f"[{CJK}]")
+
+# Sentence ends: . ! ? followed by a space (not inside "3.5"), Chinese 。！？ with no space.
+SENTENCE_END_MARKS = ".!?。！？"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])|\n+")
+
+# A citation marker the model writes after a claim: [1] or [1, 3].
+MARKERS = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def is_cjk_char(char: str) -> bool:
+    """Returns whether char is a Chinese, Japanese or Korean letter."""
+    return bool(_CJK_CHAR.match(char))
+
+
+def has_cjk(text: str) -> bool:
+    """Returns whether text holds any Chinese, Japanese or Korean letter."""
+    return _CJK_CHAR.search(text) is not None
+
+
+def is_cjk(text: str, share: float = 0.3) -> bool:
+    """Returns whether at least `share` of text's letters are Chinese/Japanese/Korean."""
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum(is_cjk_char(c) for c in letters) / len(letters) >= share
+
+
+def split_sentences(text: str) -> list[str]:
+    """Returns the sentences of text, markers still attached, empty pieces dropped.
+
+    A sentence ends at . ! ? and a space, at Chinese 。！？ or at a line break.
+    """
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def split_markers(sentence: str) -> tuple[str, list[int]]:
+    """Returns the sentence without its [n] markers, and the numbers they named, in order."""
+    numbers = [int(n) for group in MARKERS.findall(sentence) for n in group.split(",")]
+    return MARKERS.sub("", sentence).strip(), numbers
