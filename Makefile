@@ -20,7 +20,7 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-8)
 
-.PHONY: venv run chat test lint typecheck pytest bench bench-query bench-load eval clean-venv
+.PHONY: venv system-deps run chat test lint typecheck pytest bench bench-query bench-load eval clean-venv
 
 venv: $(VENV)/.installed
 
@@ -50,7 +50,22 @@ chat: venv
 	$(VENV)/bin/privatellm ingest ingest/
 	$(VENV)/bin/privatellm chat
 
-test: venv lint typecheck pytest
+test: venv system-deps lint typecheck pytest
+
+# What the suite needs that pip cannot install, from Debian's apt, only when missing: Chromium
+# for the browser test (driven through Playwright's driver; Playwright's own browser download is
+# never used, there is no network at test time) and a CJK font, without which the page draws the
+# Chinese sample's name as empty boxes. PRIVATELLM_CHROMIUM names another Chromium instead.
+system-deps:
+	@missing=""; \
+	[ -n "$${PRIVATELLM_CHROMIUM:-}" ] || command -v chromium >/dev/null || missing="chromium"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
+	[ -n "$$missing" ] || exit 0; \
+	command -v apt-get >/dev/null || { echo "make test needs: $$missing" >&2; exit 1; }; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	set -ex; \
+	$$sudo apt-get update -q; \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing
 
 lint: venv
 	$(VENV)/bin/ruff check privatellm ui tests benchmarks
@@ -59,7 +74,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-pytest: venv
+pytest: venv system-deps
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 bench: venv
