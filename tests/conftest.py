@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 
 from privatellm.config import EmbeddingSettings, Settings, StoreSettings
@@ -16,6 +20,120 @@ from privatellm.service import Service
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "ingest"
+
+
+# -- every process a test starts is gone when it ends --------------------------------------------
+
+# multiprocessing's own helper (the spawn context's resource tracker) lives as long as this process.
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def living_descendants() -> set[psutil.Process]:
+    """Returns the processes below this one that still run (zombies have exited), but for
+    multiprocessing's helpers."""
+    found = set()
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if not any(helper in " ".join(process.cmdline()) for helper in INTERPRETER_HELPERS):
+                found.add(process)
+    return found
+
+
+def leftovers(
+    before: set[psutil.Process], seconds: float, own_trees_only: bool = False
+) -> list[psutil.Process]:
+    """Returns the processes started since before that still run after up to seconds of waiting.
+
+    own_trees_only: leave out those started by a process already running before (a module's
+    server starting a worker is that module's business, checked when the module ends).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        new = living_descendants() - before
+        if own_trees_only:
+            new = _started_here(new)
+        if not new or time.monotonic() >= deadline:
+            return sorted(new, key=lambda p: p.pid)
+        time.sleep(0.1)
+
+
+def _started_here(new: set[psutil.Process]) -> set[psutil.Process]:
+    """Returns those of new whose line of parents up to this process holds only new ones."""
+    parents: dict[int, int] = {}
+    for process in new:
+        with contextlib.suppress(psutil.Error):
+            parents[process.pid] = process.ppid()
+    me = os.getpid()
+
+    def here(pid: int) -> bool:
+        while pid in parents:
+            pid = parents[pid]
+        return pid == me
+
+    return {p for p in new if p.pid in parents and here(p.pid)}
+
+
+def describe(processes: Iterable[psutil.Process]) -> str:
+    """Returns one line per process: its pid and command line."""
+    lines = []
+    for process in processes:
+        try:
+            command = " ".join(process.cmdline()) or process.name()
+        except psutil.Error:
+            command = "(gone)"
+        lines.append(f"  pid {process.pid}: {command}")
+    return "\n".join(lines)
+
+
+def stop(processes: Sequence[psutil.Process]) -> None:
+    """Terminates processes, then kills those still there after 5 s."""
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=5)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def _fail_on_leftovers(before: set[psutil.Process], what: str, own_trees_only: bool) -> None:
+    left = leftovers(before, seconds=10, own_trees_only=own_trees_only)
+    if left:
+        report = describe(left)
+        stop(left)  # so that one leak fails one test, not every test after it
+        message = f"{what} left {len(left)} process(es) running (now stopped):\n{report}"
+        pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _adopt_orphans() -> None:
+    """Makes this process the parent of its descendants' orphans (Linux), so that a process whose
+    parent died still counts as ours: `kill $!` on a subshell leaves exactly such a process."""
+    if sys.platform == "linux":
+        pr_set_child_subreaper = 36
+        ctypes.CDLL(None).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_process_outlives_its_module(_adopt_orphans: None) -> Iterator[None]:
+    """Fails the module's last test if a process started in the module (by a module fixture, say)
+    still runs after the module's fixtures have ended."""
+    before = living_descendants()
+    yield
+    _fail_on_leftovers(before, "this module", own_trees_only=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(_no_process_outlives_its_module: None) -> Iterator[None]:
+    """Fails a test that leaves running a process it started (itself or through its fixtures)."""
+    before = living_descendants()
+    yield
+    _fail_on_leftovers(before, "this test", own_trees_only=True)
+
+
+# -- settings, services, files ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

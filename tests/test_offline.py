@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from conftest import REPO, SAMPLES
 SCRIPT = r"""
 set -euo pipefail
 ip link set lo up
+trap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT  # a failed step stops the servers too
 privatellm() { "$PY" -m privatellm --data-dir "$DATA" "$@"; }
 wait_for() {  # URL: until it answers, at most 180 s
     for _ in $(seq 1 360); do
@@ -31,7 +33,8 @@ wait_for() {  # URL: until it answers, at most 180 s
 privatellm ingest "$SAMPLES" > "$LOGS/ingest.log" 2>&1
 privatellm ask --json "Who started the llama.cpp project?" > "$LOGS/ask.json" 2> "$LOGS/ask.log"
 
-privatellm serve --port 8001 > "$LOGS/serve.log" 2>&1 &
+# the server itself, not the shell function: `kill $!` would stop only the subshell running it
+"$PY" -m privatellm --data-dir "$DATA" serve --port 8001 > "$LOGS/serve.log" 2>&1 &
 SERVE=$!
 wait_for http://127.0.0.1:8001/health
 "$PY" - > "$LOGS/chat.json" <<'PY'
@@ -95,17 +98,22 @@ def test_everything_runs_with_no_network(tmp_path: Path) -> None:
         "SAMPLES": str(SAMPLES),
         "REPO": str(REPO),
     }
-    done = subprocess.run(
+    with subprocess.Popen(
         ["unshare", "-n", "bash", "-c", SCRIPT],
         cwd=tmp_path,  # not the repository: .streamlit/config.toml must not be what saves us
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
-        check=False,
-    )
+        start_new_session=True,
+    ) as script:
+        try:
+            stdout, stderr = script.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            os.killpg(script.pid, signal.SIGKILL)  # the script and the servers it started
+            raise
     details = {p.name: p.read_text(errors="replace")[-2000:] for p in logs.iterdir()}
-    assert done.returncode == 0 and done.stdout.strip().endswith("done"), (done.stderr, details)
+    assert script.returncode == 0 and stdout.strip().endswith("done"), (stderr, details)
     ask = (logs / "ask.json").read_text()
     assert "Gerganov" in ask and "llama-history.pdf" in ask
     chat = (logs / "chat.json").read_text()
