@@ -137,6 +137,18 @@ def resolve_model_dir(model: str) -> tuple[str, Path]:
     return path.resolve().name, path
 
 
+def keep_torchao_unloaded() -> None:
+    """Makes later imports of transformers skip torchao in this process, unless it is loaded.
+
+    transformers imports torchao whenever it is installed, which costs 0.6 s and prints a
+    "Failed to load" line per extension torchao ships for CUDA or CPython 3.10, and a torch
+    deprecation per torchao enum, on stderr. Only `engine.quantize: int8` uses torchao, and
+    engines/torch.py imports it then. A None entry in sys.modules is Python's documented "cannot
+    be imported" mark, and transformers' availability check (importlib.util.find_spec) honours it.
+    """
+    sys.modules.setdefault("torchao", None)  # type: ignore[arg-type]
+
+
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model loaded from a local directory (never from a hub)."""
 
@@ -146,6 +158,7 @@ class SentenceTransformerEmbedder(Embedder):
         # batch a new (batch, length) shape, that grew RSS by ~600 MB over the dev set. 64 kept
         # ingest flat at no measurable cost. Read when torch first loads, so set it before.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+        keep_torchao_unloaded()
         import torch
         import transformers
         from sentence_transformers import SentenceTransformer

@@ -96,9 +96,14 @@ def load_text(path: Path, data: bytes) -> list[Page]:
 
 
 def _html_to_text(markup: bytes | str) -> str:
-    from bs4 import BeautifulSoup
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
 
-    soup = BeautifulSoup(markup, "lxml")
+    with warnings.catch_warnings():
+        # XHTML (.xhtml files, EPUB chapters) opens with an XML declaration, so bs4 advises an XML
+        # parser; but lxml's XML parser drops the HTML entities XHTML uses (`a&nbsp;b` -> "ab"),
+        # while its HTML parser reads XHTML as the browser does.
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(markup, "lxml")
     # The title often tells apart pages built on one template, so it stays; the rest of <head> goes.
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup(["script", "style", "noscript", "template", "svg", "head"]):

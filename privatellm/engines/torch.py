@@ -79,8 +79,32 @@ def _dtype(setting: str, device: str) -> Any:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[setting]
 
 
+def _torchao_int8() -> tuple[Any, Any]:
+    """Returns torchao's quantize_ and Int8WeightOnlyConfig, imported without its stderr noise."""
+    import logging
+    import sys
+
+    if "torchao" in sys.modules and sys.modules["torchao"] is None:
+        del sys.modules["torchao"]  # keep_torchao_unloaded's mark: now it is needed
+    # torchao logs a "Failed to load" per extension it ships for CUDA or CPython 3.10, and torch
+    # a deprecation per torchao enum: none of them concerns weight-only int8 on this machine.
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+    return quantize_, Int8WeightOnlyConfig
+
+
 class TorchEngine:
     def __init__(self, settings: EngineSettings) -> None:
+        from privatellm.embeddings import keep_torchao_unloaded
+
+        keep_torchao_unloaded()  # imported below only for quantize: int8
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,9 +120,8 @@ class TorchEngine:
             raise ModelError(f"cannot load {settings.model}: {e}".splitlines()[0]) from e
         model = model.to(device).eval()
         if settings.quantize == "int8":
-            from torchao.quantization import Int8WeightOnlyConfig, quantize_
-
-            quantize_(model, Int8WeightOnlyConfig())
+            quantize_, int8_weight_only = _torchao_int8()
+            quantize_(model, int8_weight_only())
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self._model = model
