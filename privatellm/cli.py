@@ -16,6 +16,8 @@ from privatellm.errors import PrivateLLMError
 from privatellm.types import Outcome
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from privatellm.engines import Message
     from privatellm.retrieval import Mode
     from privatellm.service import Service
@@ -103,13 +105,32 @@ def _summarise(report: IngestReport, collection: str, seconds: float) -> None:
     )
 
 
+def _progress(total: int, transient: bool = False, **options: Any) -> tqdm[Any]:
+    """Returns a tqdm bar on stderr, shown in a terminal and in a log alike.
+
+    A terminal redraws it ten times a second (and wipes it when done, if transient); a log (stderr
+    not a TTY: CI, `2> file`) gets an update at most every 30 s and keeps the last one.
+    """
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        file=sys.stderr,
+        mininterval=0.1 if tty else 30,
+        leave=not (tty and transient),
+        **options,
+    )
+
+
 class _Bar:
-    """A live tqdm bar on stderr: files done, chunks written, chunks per second."""
+    """A live progress bar on stderr: files done, chunks written, chunks per second."""
+
+    def __init__(self, desc: str | None = None) -> None:
+        self._desc = desc
 
     def start(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=total, unit="file", file=sys.stderr, disable=None, leave=False)
+        self._bar = _progress(total, transient=True, unit="file", desc=self._desc)
         self._chunks = 0
         self._started = time.perf_counter()
 
@@ -463,18 +484,16 @@ def eval_(
     Reports hit@1/3/5, MRR, page hit@5, unanswerable declined, answerable answered, answer
     contains reference, citation precision and latency, overall, per language and per dataset.
     """
-    from tqdm import tqdm
-
     from privatellm import evaluate
 
     items = evaluate.sample(evaluate.load_items(qa_file), sample)
-    report = ctx.service.ingest([docs], collection)
+    report = ctx.service.ingest([docs], collection, progress=_Bar(desc="ingest"))
     failed = len(report.paths("failed"))
     click.echo(f"{report.total_chunks} chunks in {collection!r}; {failed} files failed", err=True)
     summaries: dict[str, dict[str, dict[str, float | int | None]]] = {}
     rows: dict[str, object] = {}
     for mode in modes or (ctx.settings.retrieval.mode,):
-        with tqdm(total=len(items), desc=mode, file=sys.stderr, disable=None) as bar:
+        with _progress(len(items), unit="question", desc=mode) as bar:
             results = evaluate.evaluate(
                 ctx.service, items, docs, collection, mode, not retrieval_only, bar.update
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from conftest import run_cli
@@ -67,6 +68,9 @@ def test_eval_cli_scores_a_small_set(tmp_path: Path, sample_copy: Path, fake_con
         *args, "--docs", sample_copy, "--retrieval-only", "--json", "--mode", "lexical"
     )
     assert result.returncode == 0, result.stderr
+    # progress shows off a terminal too (here stderr is a pipe): the ingest, then each mode
+    assert re.search(r"ingest: +0%\|.*\| 0/3 \[", result.stderr), result.stderr
+    assert re.search(r"lexical: 100%\|.*\| 3/3 \[", result.stderr), result.stderr
     body = json.loads(result.stdout)
     overall = body["summary"]["lexical"]["all"]
     assert overall["n"] == 3 and overall["hit@5"] == 1.0
