@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -28,6 +29,8 @@ ENV_PREFIX = "PRIVATELLM_"
 BUNDLED_PREFIX = "bundled:"  # a model that ships inside a Python package, not a path
 BUNDLED_EMBEDDING = f"{BUNDLED_PREFIX}all-MiniLM-L6-v2"
 BUNDLED_LLM = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
+# Marks a field whose value `privatellm config` (to_yaml) must not print: Field(json_schema_extra=)
+SECRET: dict[str, Any] = {"secret": True}
 
 
 class _Section(BaseModel):
@@ -102,6 +105,7 @@ class StoreSettings(_Section):
         "",
         description="kind chroma-server: token for a server with token auth (better given as "
         "PRIVATELLM_STORE__AUTH_TOKEN).",
+        json_schema_extra=SECRET,
     )
     auth_header: Literal["Authorization", "X-Chroma-Token"] = Field(
         "Authorization",
@@ -150,7 +154,9 @@ class EngineSettings(_Section):
         "(Ollama). The only address privatellm then talks to.",
     )
     api_key: str = Field(
-        "", description="kind openai: the server's API key, if it wants one (Bearer)."
+        "",
+        description="kind openai: the server's API key, if it wants one (Bearer).",
+        json_schema_extra=SECRET,
     )
     context_tokens: int = Field(2048, ge=256, description="Context window the model is run with.")
     max_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")
@@ -260,6 +266,7 @@ class ApiSettings(_Section):
         "",
         description="If set, every request but /health must send `Authorization: Bearer KEY` (or "
         "the raw value, as PrivateGPT clients do). Better given as PRIVATELLM_API__API_KEY.",
+        json_schema_extra=SECRET,
     )
     max_upload_mb: float = Field(
         50, gt=0, description="Largest file one upload may hold (HTTP 413)."
@@ -392,7 +399,8 @@ def model_label(model: str) -> str:
 
 
 def to_yaml(settings: Settings, exclude: frozenset[str] = frozenset({"data_dir"})) -> str:
-    """Returns settings as YAML with each key's description above it (configs/default.yaml)."""
+    """Returns settings as YAML with each key's description above it (configs/default.yaml);
+    a secret that is set shows as '***'."""
     lines: list[str] = []
     for key, field in Settings.model_fields.items():
         if key in exclude:
@@ -402,11 +410,16 @@ def to_yaml(settings: Settings, exclude: frozenset[str] = frozenset({"data_dir"}
             lines.append(f"{key}:")
             for sub_key, sub_field in type(value).model_fields.items():
                 lines.append(f"  # {sub_field.description}")
-                lines.append(f"  {sub_key}: {_scalar(getattr(value, sub_key))}")
+                lines.append(f"  {sub_key}: {_shown(sub_field, getattr(value, sub_key))}")
         else:
-            lines += [f"# {field.description}", f"{key}: {_scalar(value)}"]
+            lines += [f"# {field.description}", f"{key}: {_shown(field, value)}"]
         lines.append("")
     return "\n".join(lines)
+
+
+def _shown(field: FieldInfo, value: Any) -> str:
+    secret = isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("secret")
+    return _scalar("***" if secret and value else value)
 
 
 def _scalar(value: Any) -> str:

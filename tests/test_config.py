@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli
 
 from privatellm.config import Settings, load_settings
 from privatellm.errors import ConfigError
@@ -67,3 +68,19 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path, text: str, message: st
     with pytest.raises(ConfigError, match=message) as caught:
         load_settings([path])
     assert "\n" not in str(caught.value)
+
+
+def test_config_command_masks_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.yaml"
+    path.write_text(
+        "api: {api_key: api-secret-1}\nengine: {api_key: engine-secret-2}\n"
+        "store: {auth_token: store-secret-3}\n"
+    )
+    shown = run_cli("--config", path, "config")
+    assert shown.returncode == 0, shown.stderr
+    assert "secret-" not in shown.stdout
+    sections = yaml.safe_load(shown.stdout.split("\n", 1)[1])  # after the data_dir line
+    assert sections["api"]["api_key"] == sections["engine"]["api_key"] == "***"
+    assert sections["store"]["auth_token"] == "***"
+    plain = yaml.safe_load(run_cli("config").stdout.split("\n", 1)[1])
+    assert plain["api"]["api_key"] == plain["engine"]["api_key"] == ""  # unset: nothing to hide
