@@ -237,7 +237,7 @@ def retrieve(
     as_json: bool,
 ) -> None:
     """Show the passages that best match QUESTION, best first."""
-    hits = ctx.service.retrieve(question, collection, top_k or 5, mode, sources)
+    hits = ctx.service.retrieve(question, collection, top_k, mode, sources)
     if as_json:
         rows = [
             {

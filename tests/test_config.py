@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import SAMPLES, run_cli
 
 from privatellm.config import Settings, load_settings
 from privatellm.errors import ConfigError
+from privatellm.service import Service
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,3 +86,21 @@ def test_config_command_masks_secrets(tmp_path: Path) -> None:
     assert sections["store"]["auth_token"] == "***"
     plain = yaml.safe_load(run_cli("config").stdout.split("\n", 1)[1])
     assert plain["api"]["api_key"] == plain["engine"]["api_key"] == ""  # unset: nothing to hide
+
+
+def test_retrieve_returns_the_configured_top_k(tmp_path: Path, fake_config: Path) -> None:
+    data = tmp_path / "data"
+    Service(load_settings([fake_config], {"data_dir": data})).ingest([SAMPLES])
+    assert Settings().retrieval.top_k == 3
+
+    def retrieve(*config: Path, flags: tuple[str, ...] = ()) -> int:
+        options = [arg for path in (fake_config, *config) for arg in ("--config", path)]
+        found = run_cli("--data-dir", data, *options, "retrieve", "llama", "--json", *flags)
+        assert found.returncode == 0, found.stderr
+        return len(json.loads(found.stdout))
+
+    top_2 = tmp_path / "top-2.yaml"
+    top_2.write_text("retrieval: {top_k: 2}\n")
+    assert retrieve() == 3
+    assert retrieve(top_2) == 2
+    assert retrieve(top_2, flags=("--top-k", "4")) == 4
