@@ -1,5 +1,5 @@
 """The page in a real browser: `streamlit run ui/app.py` on the bundled models, driven by
-Playwright through Debian's Chromium (installed by .ci/run), loopback only."""
+Playwright through Debian's Chromium (installed by `make test`), loopback only."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ QUESTION = "Who started the llama.cpp project?"
 def _chromium() -> str:
     found = os.environ.get("PRIVATELLM_CHROMIUM") or shutil.which("chromium")
     if not found:
-        pytest.fail("the browser test needs Chromium: apt-get install chromium (.ci/run does)")
+        pytest.fail("the browser test needs Chromium: make system-deps installs it")
     return found
 
 
