@@ -23,6 +23,7 @@ from privatellm.gate import GatedModel
 from privatellm.ingest import Ingestor, display_path
 from privatellm.lexical import LexicalIndex, LexicalIndexes
 from privatellm.locking import WriteLock
+from privatellm.pages import document_page
 from privatellm.retrieval import Mode, Retrieval, Retriever
 from privatellm.store import ChromaStore, Collection, check_collection_name
 from privatellm.summaries import Summarizer, document_texts
@@ -239,6 +240,18 @@ class Service:
         if count <= 0:
             return [], []
         return self.store.open(self._name(collection)).neighbours(hit.chunk, count)
+
+    def page_image(
+        self,
+        doc_id: str,
+        page: int,
+        highlight: tuple[int, int] | None = None,
+        collection: str | None = None,
+    ) -> bytes:
+        """Returns a PNG of one page (from 1) of a PDF document, the characters highlight
+        (START, END offsets into its stored page text, as chunks give them) marked on it."""
+        record = find_document(self.documents(collection), doc_id)
+        return document_page(record, page, highlight)
 
     # -- answering -------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ The app is assembled here from its parts: `routes` (handlers), `streaming` (serv
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
 from fastapi_offline import FastAPIOffline
 
 from privatellm.api import schemas as s
@@ -38,6 +38,13 @@ def create_app(service: Service) -> FastAPI:
     app.post("/v1/ingest/text", dependencies=guard, tags=["ingestion"])(routes.ingest_text)
     app.get("/v1/ingest/list", dependencies=guard, tags=["ingestion"])(routes.ingest_list)
     app.delete("/v1/ingest/{doc_id}", dependencies=guard, tags=["ingestion"])(routes.delete)
+    app.get(
+        "/v1/documents/{doc_id}/pages/{page}.png",
+        dependencies=guard,
+        tags=["context"],
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )(routes.page_image)
     app.post("/v1/summarize", dependencies=guard, tags=["summarize"])(routes.summarize)
     app.post("/v1/embeddings", dependencies=guard, tags=["embeddings"])(routes.embeddings)
     app.get("/v1/models", dependencies=guard, tags=["models"])(routes.models)

@@ -33,6 +33,15 @@ CollectionParam = Annotated[
     str | None, Query(description="Collection (default: the configured one).")
 ]
 
+HighlightParam = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9]{1,9}-[0-9]{1,9}$",
+        description="START-END: character offsets into the page's text (a chunk's start and "
+        "end) to mark on the image.",
+    ),
+]
+
 
 class Routes:
     """The handlers, bound to one service and the model name it answers as."""
@@ -153,6 +162,21 @@ class Routes:
             wanted = body.prev_next_chunks > 0
             data.append(s.Chunk.of(hit, before if wanted else None, after if wanted else None))
         return s.ListResponse(model=self.model, data=data)
+
+    def page_image(
+        self,
+        doc_id: str,
+        page: int,
+        highlight: HighlightParam = None,
+        collection: CollectionParam = None,
+    ) -> Response:
+        """A PNG of one page (from 1) of a PDF document, a character range of its text marked."""
+        span = None
+        if highlight is not None:
+            start, end = (int(n) for n in highlight.split("-"))
+            span = (start, end)
+        png = self.service.page_image(doc_id, page, span, collection)
+        return Response(content=png, media_type="image/png")
 
     # -- ingestion --------------------------------------------------------------------------------
 
