@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 from privatellm.citations import attribute, citations, render
-from privatellm.config import AnswerSettings
+from privatellm.config import AnswerMode, AnswerSettings
 from privatellm.embeddings import Embedder
 from privatellm.engines import DEFAULT, Message, Sampling
+from privatellm.extract import asks_for, best_quote, holds_asked
 from privatellm.gate import GatedModel
 from privatellm.prompts import build_messages, condense_messages
 from privatellm.retrieval import Retrieval
 from privatellm.text import MARKERS, split_sentences
-from privatellm.types import Answer, ScoredChunk
+from privatellm.types import Answer, Citation, ScoredChunk
 
 ABSTAIN = "The documents don't say: nothing retrieved for this question is close enough to it."
 
@@ -66,33 +67,80 @@ class Answerer:
         found: Retrieval,
         sampling: Sampling = DEFAULT,
         system: str | None = None,
+        mode: AnswerMode | None = None,
     ) -> Reply:
         """Returns the answer to standalone from what was found, being generated.
 
-        system, if given, is sent ahead of the passages as the system prompt."""
+        mode (default: the setting answer.mode) is generate, extract or auto; system, if
+        given, is sent ahead of the passages as the system prompt."""
+        mode = mode or self._settings.mode
         if abstains(found, self._settings):
-            answer = Answer(question, standalone, ABSTAIN, [], found.hits, abstained=True)
-            return Reply(iter([ABSTAIN]), lambda _text: answer, found.hits, 0)
+            return _finished(self._abstained(question, standalone, found.hits))
+        if mode == "extract":
+            return _finished(self.quoted(question, standalone, found.hits))
         max_tokens = sampling.resolve(self._model.settings).max_tokens
         engine = self._model.engine
         messages, used = build_messages(standalone, found.hits, engine, max_tokens, system)
 
         def finish(text: str) -> Answer:
-            min_support = self._settings.min_support
-            sentences = attribute(text, used, self._embedder, min_support, standalone)
-            return Answer(
-                question,
-                standalone,
-                render(sentences),
-                citations(sentences, used),
-                used,
-                abstained=False,
-                unsupported=[s.text for s in sentences if not s.supported],
-            )
+            answer = self._generated(question, standalone, text, used, mode == "auto")
+            if mode == "auto" and not self._lands(answer, standalone):
+                return self.quoted(question, standalone, found.hits)
+            return answer
 
         pieces = until_repeated(self._model.generate(messages, sampling))
         prompt_tokens = sum(engine.count_tokens(m["content"]) for m in messages)
         return Reply(pieces, finish, used, prompt_tokens)
+
+    def quoted(self, question: str, standalone: str, passages: list[ScoredChunk]) -> Answer:
+        """Returns the quote from passages that answers standalone, or an abstention if none
+        can (no model call)."""
+        limit = self._settings.max_quote_sentences
+        quote = best_quote(standalone, passages, self._embedder, limit)
+        if quote is None:
+            return self._abstained(question, standalone, passages)
+        cited = Citation.of(quote.n, passages[quote.n - 1], (quote.start, quote.end))
+        text = f"{' '.join(quote.text.split())} [{quote.n}]"
+        return Answer(question, standalone, text, [cited], passages, False, quoted=True)
+
+    def _generated(
+        self,
+        question: str,
+        standalone: str,
+        text: str,
+        used: list[ScoredChunk],
+        supported_only: bool,
+    ) -> Answer:
+        """Returns the model's text with citations attributed; supported_only keeps only the
+        sentences a passage supports."""
+        min_support = self._settings.min_support
+        sentences = attribute(text, used, self._embedder, min_support, standalone)
+        if supported_only:
+            sentences = [s for s in sentences if s.cited]
+        return Answer(
+            question,
+            standalone,
+            render(sentences),
+            citations(sentences, used),
+            used,
+            abstained=False,
+            unsupported=[s.text for s in sentences if not s.supported],
+        )
+
+    @staticmethod
+    def _lands(answer: Answer, question: str) -> bool:
+        """Returns whether a generated answer says something supported that holds what the
+        question asks for (a number, a date)."""
+        return bool(answer.citations) and holds_asked(answer.text, asks_for(question))
+
+    @staticmethod
+    def _abstained(question: str, standalone: str, passages: list[ScoredChunk]) -> Answer:
+        return Answer(question, standalone, ABSTAIN, [], passages, abstained=True)
+
+
+def _finished(answer: Answer) -> Reply:
+    """Returns a reply that is already whole: its text in one piece, no model involved."""
+    return Reply(iter([answer.text]), lambda _text: answer, answer.passages, 0)
 
 
 class Reply:

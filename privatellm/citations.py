@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from privatellm.embeddings import Embedder
+from privatellm.extract import supporting_span
 from privatellm.lexical import tokenize
 from privatellm.text import has_cjk, split_markers, split_sentences
 from privatellm.types import Citation, ScoredChunk
@@ -101,6 +102,12 @@ def render(sentences: Sequence[Sentence]) -> str:
 
 
 def citations(sentences: Sequence[Sentence], passages: Sequence[ScoredChunk]) -> list[Citation]:
-    """Returns one citation per passage cited anywhere in the answer, by number."""
+    """Returns one citation per passage cited anywhere in the answer, by number, each quoting
+    the sentence of its passage closest to the answer's sentences that cite it."""
     cited = sorted({n for s in sentences for n in s.cited})
-    return [Citation.of(n, passages[n - 1]) for n in cited]
+    found = []
+    for n in cited:
+        claims = [s.text for s in sentences if n in s.cited]
+        span = supporting_span(passages[n - 1].chunk.text, claims)
+        found.append(Citation.of(n, passages[n - 1], span))
+    return found

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
-from privatellm.config import Settings, config_files_from_env, load_settings
+from privatellm.config import AnswerMode, Settings, config_files_from_env, load_settings
 from privatellm.errors import PrivateLLMError
 from privatellm.types import Outcome
 
@@ -207,6 +207,14 @@ TOP_K = click.option(
     type=click.IntRange(1, 100),
     help="Passages to retrieve (default: setting retrieval.top_k).",
 )
+ANSWER = click.option(
+    "--answer",
+    "answer_mode",
+    type=click.Choice(["auto", "generate", "extract"]),
+    default=None,
+    help="generate: the model's answer; extract: quote the passages, no model; auto: the "
+    "model's supported sentences, else a quote (default: setting answer.mode, auto).",
+)
 SOURCE = click.option(
     "--source",
     "sources",
@@ -257,10 +265,14 @@ def retrieve(
         click.echo(f"[{n}] {h.score:.3f} {_where(h)}\n    {text[:300]}")
 
 
-def _show(answer: Answer, streamed: bool) -> None:
-    """Prints an answer's citations (and its text, if it was not streamed)."""
-    if not streamed:
-        click.echo(answer.text)
+def _show(answer: Answer, streamed: str) -> None:
+    """Prints an answer's citations, and its text again if it is not what was streamed (a
+    quote instead of the model's words, or only their supported sentences)."""
+    label = "Quoted from the documents" if answer.quoted else "Supported by the documents"
+    if " ".join(answer.text.split()) != " ".join(streamed.split()):
+        click.echo(f"{label}: {answer.text}")
+    elif answer.quoted:
+        click.echo(f"({label}.)")
     if answer.abstained:
         if answer.passages:
             click.echo("Closest passages (not close enough to answer from):")
@@ -272,6 +284,7 @@ def _show(answer: Answer, streamed: bool) -> None:
         for c in answer.citations:
             page = f" p.{c.page}" if c.page else ""
             click.echo(f"  [{c.n}] {c.source}{page} ({c.score:.2f})")
+            click.echo(f"      \u201c{' '.join(c.quote.split())}\u201d")
     else:
         click.echo("No passage supports this answer; passages consulted:")
         for n, hit in enumerate(answer.passages, start=1):
@@ -286,6 +299,7 @@ def _show(answer: Answer, streamed: bool) -> None:
 @TOP_K
 @MODE
 @SOURCE
+@ANSWER
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and citations as JSON.")
 @click.pass_obj
 def ask(
@@ -295,29 +309,47 @@ def ask(
     top_k: int | None,
     mode: Mode | None,
     sources: tuple[str, ...],
+    answer_mode: AnswerMode | None,
     as_json: bool,
 ) -> None:
-    """Answer QUESTION from your documents, with citations.
+    """Answer QUESTION from your documents, with citations and the span each one quotes.
 
     The answer streams to the terminal, then its sources. When nothing retrieved is close
     enough to the question, it says the documents don't say, without calling the model.
     """
-    reply = ctx.service.ask(question, collection, top_k=top_k, mode=mode, sources=sources)
+    reply = ctx.service.ask(
+        question, collection, top_k=top_k, mode=mode, sources=sources, answer_mode=answer_mode
+    )
     if as_json:
         click.echo(json.dumps(reply.answer().to_json(), ensure_ascii=False, indent=2))
         return
-    for piece in reply:
+    streamed = _stream(reply)
+    _show(reply.answer(), streamed)
+
+
+def _stream(pieces: Iterable[str]) -> str:
+    """Returns the text of pieces after printing them as they come."""
+    text = []
+    for piece in pieces:
         click.echo(piece, nl=False)
+        text.append(piece)
     click.echo()
-    _show(reply.answer(), streamed=True)
+    return "".join(text)
 
 
 @cli.command()
 @COLLECTION
 @TOP_K
 @MODE
+@ANSWER
 @click.pass_obj
-def chat(ctx: _Context, collection: str | None, top_k: int | None, mode: Mode | None) -> None:
+def chat(
+    ctx: _Context,
+    collection: str | None,
+    top_k: int | None,
+    mode: Mode | None,
+    answer_mode: AnswerMode | None,
+) -> None:
     """Ask questions about your documents, one per line; Ctrl-D ends.
 
     Follow-up questions may refer to earlier ones ("and in 2021?"): each is rewritten into a
@@ -334,14 +366,14 @@ def chat(ctx: _Context, collection: str | None, top_k: int | None, mode: Mode | 
             break
         if not question:
             continue
-        reply = ctx.service.ask(question, collection, history, top_k=top_k, mode=mode)
-        for piece in reply:
-            click.echo(piece, nl=False)
-        click.echo()
+        reply = ctx.service.ask(
+            question, collection, history, top_k=top_k, mode=mode, answer_mode=answer_mode
+        )
+        streamed = _stream(reply)
         answer = reply.answer()
         if answer.standalone != question:
             click.echo(f"  (searched for: {answer.standalone})")
-        _show(answer, streamed=True)
+        _show(answer, streamed)
         history += [{"role": "user", "content": question}]
         history += [{"role": "assistant", "content": answer.text}]
 
@@ -465,7 +497,14 @@ def models_list(ctx: _Context, as_json: bool) -> None:
     type=click.Choice(["dense", "lexical", "hybrid"]),
     help="Retrieval mode(s) to evaluate, repeatable (default: the configured one).",
 )
-@click.option("--retrieval-only", is_flag=True, help="Do not generate answers (fast).")
+@click.option("--retrieval-only", is_flag=True, help="Do not answer (fast).")
+@click.option(
+    "--answer",
+    "answer_modes",
+    multiple=True,
+    type=click.Choice(["auto", "generate", "extract"]),
+    help="Answer mode(s) to evaluate side by side, repeatable (default: the configured one).",
+)
 @click.option("--sample", type=click.IntRange(1), default=None, help="Use N questions, evenly.")
 @click.option("--json", "as_json", is_flag=True, help="Print summaries and per-question rows.")
 @click.pass_obj
@@ -476,13 +515,15 @@ def eval_(
     collection: str,
     modes: tuple[Mode, ...],
     retrieval_only: bool,
+    answer_modes: tuple[AnswerMode, ...],
     sample: int | None,
     as_json: bool,
 ) -> None:
     """Measure retrieval, abstention and answers on a QA set (JSONL, dev-set schema).
 
     Reports hit@1/3/5, MRR, page hit@5, unanswerable declined, answerable answered, answer
-    contains reference, citation precision and latency, overall, per language and per dataset.
+    contains reference, token F1, share quoted, citation precision and latency, overall, per
+    language and per dataset; one run per retrieval mode and answer mode.
     """
     from privatellm import evaluate
 
@@ -492,13 +533,18 @@ def eval_(
     click.echo(f"{report.total_chunks} chunks in {collection!r}; {failed} files failed", err=True)
     summaries: dict[str, dict[str, dict[str, float | int | None]]] = {}
     rows: dict[str, object] = {}
+    answers: tuple[AnswerMode | None, ...] = answer_modes or (ctx.settings.answer.mode,)
+    if retrieval_only:
+        answers = (None,)
     for mode in modes or (ctx.settings.retrieval.mode,):
-        with _progress(len(items), unit="question", desc=mode) as bar:
-            results = evaluate.evaluate(
-                ctx.service, items, docs, collection, mode, not retrieval_only, bar.update
-            )
-        summaries[mode] = evaluate.report(results)
-        rows[mode] = evaluate.to_json(results)
+        for answer in answers:
+            run = f"{mode}/{answer}" if answer else mode
+            with _progress(len(items), unit="question", desc=run) as bar:
+                results = evaluate.evaluate(
+                    ctx.service, items, docs, collection, mode, answer, bar.update
+                )
+            summaries[run] = evaluate.report(results)
+            rows[run] = evaluate.to_json(results)
     if as_json:
         click.echo(json.dumps({"summary": summaries, "items": rows}, ensure_ascii=False))
     else:

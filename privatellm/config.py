@@ -228,6 +228,9 @@ class RetrievalSettings(_Section):
     )
 
 
+AnswerMode = Literal["auto", "generate", "extract"]
+
+
 class AnswerSettings(_Section):
     abstain: bool = Field(
         True,
@@ -253,6 +256,15 @@ class AnswerSettings(_Section):
     )
     condense: bool = Field(
         True, description="Rewrite a follow-up question into a standalone one before retrieval."
+    )
+    mode: AnswerMode = Field(
+        "auto",
+        description="generate (the model's answer), extract (the sentence(s) of the passages "
+        "that answer, quoted; no model call), auto (generate, keep only the sentences a passage "
+        "supports, and quote instead when none remains or it lacks what the question asks for).",
+    )
+    max_quote_sentences: int = Field(
+        2, ge=1, le=5, description="Longest quote, in sentences (extract and auto)."
     )
 
 

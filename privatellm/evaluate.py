@@ -13,6 +13,7 @@ import os
 import re
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from privatellm.answering import abstains
 from privatellm.errors import ConfigError
+from privatellm.text import CJK, MARKERS
 
 if TYPE_CHECKING:
+    from privatellm.config import AnswerMode
     from privatellm.retrieval import Mode
     from privatellm.service import Service
 
@@ -100,6 +103,8 @@ class Scored:
     lexical: float = 0.0
     answer: str | None = None
     contains: bool | None = None  # the answer holds the reference answer (or an alias)
+    f1: float | None = None  # best token F1 of the answer against the reference or an alias
+    kind: str | None = None  # generated, quoted or abstained
     citations: int = 0
     citations_right: int = 0  # cited chunks from the gold document (and gold page, if given)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -129,16 +134,36 @@ def contains_answer(item: Item, answer: str) -> bool:
     return any(_normal(a) and _normal(a) in got for a in expected)
 
 
+def token_f1(item: Item, answer: str) -> float:
+    """Returns the best token-level F1 (SQuAD's) of answer against the reference answers; a
+    Chinese character counts as a token."""
+    got = _tokens(answer)
+    best = 0.0
+    for expected in (item.answer, *item.aliases):
+        want = _tokens(expected or "")
+        common = sum((Counter(got) & Counter(want)).values())
+        if common:
+            precision, recall = common / len(got), common / len(want)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def _tokens(text: str) -> list[str]:
+    text = MARKERS.sub("", unicodedata.normalize("NFKC", text).lower())
+    return re.findall(rf"[{CJK}]|[^\W_{CJK}]+", text)
+
+
 def evaluate(
     service: Service,
     items: Sequence[Item],
     docs: Path,
     collection: str,
     mode: Mode,
-    answers: bool,
+    answer_mode: AnswerMode | None,
     progress: Callable[[int], object] = lambda _n: None,
 ) -> list[Scored]:
-    """Returns each item's outcome, retrieving (and answering, if answers) with the service."""
+    """Returns each item's outcome, retrieving (and answering in answer_mode, unless it is
+    None) with the service."""
     root = docs.absolute()
     results = []
     for item in items:
@@ -161,23 +186,30 @@ def evaluate(
             None if ev.dense is None else round(ev.dense, 4),
             round(ev.lexical, 4),
         )
-        if answers:
-            _answer(service, item, collection, mode, root, scored)
+        if answer_mode is not None:
+            _answer(service, item, collection, (mode, answer_mode), root, scored)
         results.append(scored)
         progress(1)
     return results
 
 
 def _answer(
-    service: Service, item: Item, collection: str, mode: Mode, root: Path, scored: Scored
+    service: Service,
+    item: Item,
+    collection: str,
+    modes: tuple[Mode, AnswerMode],
+    root: Path,
+    scored: Scored,
 ) -> None:
     started = time.perf_counter()
-    result = service.ask(item.question, collection, mode=mode).answer()
+    result = service.ask(item.question, collection, mode=modes[0], answer_mode=modes[1]).answer()
     scored.seconds = time.perf_counter() - started
     scored.abstained = result.abstained
     scored.answer = result.text
+    scored.kind = result.kind
     if item.answerable and not result.abstained:
         scored.contains = contains_answer(item, result.text)
+        scored.f1 = token_f1(item, result.text)
         scored.citations = len(result.citations)
         scored.citations_right = sum(
             _relative(c.source, root) == item.gold_source
@@ -226,6 +258,8 @@ def metrics(results: Sequence[Scored]) -> dict[str, float | int | None]:
         "declined": _mean(r.abstained for r in unanswerable),
         "answered": _mean(not r.abstained for r in answerable),
         "contains": _mean(bool(r.contains) for r in answered),
+        "f1": _mean(r.f1 or 0.0 for r in answered),
+        "quoted": _mean(r.kind == "quoted" for r in answerable if r.kind),
         "cite_prec": sum(r.citations_right for r in answerable) / cited if cited else None,
         "p50_ms": _ms(_percentile(times, 0.5)),
         "p95_ms": _ms(_percentile(times, 0.95)),
@@ -247,7 +281,8 @@ def report(results: Sequence[Scored]) -> dict[str, dict[str, float | int | None]
 
 
 COLUMNS = (
-    *("n", "hit@1", "hit@3", "hit@5", "mrr", "page@5", "declined", "answered", "contains"),
+    *("n", "hit@1", "hit@3", "hit@5", "mrr", "page@5", "declined", "answered", "contains", "f1"),
+    "quoted",
     *("cite_prec", "p50_ms", "p95_ms"),
 )
 

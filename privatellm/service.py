@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from privatellm.answering import Answerer, Reply
-from privatellm.config import Settings, model_label, with_engine
+from privatellm.config import AnswerMode, Settings, model_label, with_engine
 from privatellm.embeddings import Embedder, build_embedder
 from privatellm.engines import DEFAULT, Engine, Message, Sampling, build_engine
 from privatellm.errors import ConfigError, NotFoundError
@@ -265,13 +265,15 @@ class Service:
         sources: Sequence[str] | None = None,
         sampling: Sampling = DEFAULT,
         system: str | None = None,
+        answer_mode: AnswerMode | None = None,
     ) -> Reply:
         """Returns the answer being generated: iterate it for the text, then call .answer().
 
-        system, if given, is sent ahead of the passages as the system prompt."""
+        answer_mode (default: setting answer.mode): generate, extract or auto. system, if
+        given, is sent ahead of the passages as the system prompt."""
         standalone = self.answerer.condense(question, history)
         found = self.search(standalone, collection, top_k, mode, sources)
-        return self.answerer.reply(question, standalone, found, sampling, system)
+        return self.answerer.reply(question, standalone, found, sampling, system, answer_mode)
 
     def chat(self, messages: Sequence[Message], sampling: Sampling = DEFAULT) -> Iterator[str]:
         """Yields the model's reply to a conversation, with no documents involved."""

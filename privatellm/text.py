@@ -13,9 +13,11 @@ import re
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK_CHAR = re.compile(f"[{CJK}]")
 
-# Sentence ends: . ! ? followed by a space (not inside "3.5"), Chinese 。！？ with no space.
-SENTENCE_END_MARKS = ".!?。！？"
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])|\n+")
+# Sentence ends: . ! ? followed by a space (not inside "3.5"), Chinese 。！？； with no space.
+SENTENCE_END_MARKS = ".!?。！？；"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？；])|\n+")
+# In extracted page text a single line break is mostly a wrapped line, not the end of a sentence.
+_PROSE_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？；])|\n\s*\n")
 
 # A citation marker the model writes after a claim: [1] or [1, 3].
 MARKERS = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
@@ -40,9 +42,27 @@ def is_cjk(text: str, share: float = 0.3) -> bool:
 def split_sentences(text: str) -> list[str]:
     """Returns the sentences of text, markers still attached, empty pieces dropped.
 
-    A sentence ends at . ! ? and a space, at Chinese 。！？ or at a line break.
+    A sentence ends at . ! ? and a space, at Chinese 。！？； or at a line break.
     """
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    return [text[start:end] for start, end in sentence_spans(text)]
+
+
+def sentence_spans(text: str, wrapped: bool = False) -> list[tuple[int, int]]:
+    """Returns the (start, end) offsets of text's sentences, white space around them left out.
+
+    wrapped: the text is a document's, whose single line breaks only wrap lines (a blank line
+    still ends a sentence)."""
+    ends = _PROSE_SENTENCE_END if wrapped else _SENTENCE_END
+    spans = []
+    start = 0
+    for cut in [*ends.finditer(text), None]:
+        end = cut.start() if cut else len(text)
+        piece = text[start:end]
+        if piece.strip():
+            left = len(piece) - len(piece.lstrip())
+            spans.append((start + left, start + len(piece.rstrip())))
+        start = cut.end() if cut else len(text)
+    return spans
 
 
 def split_markers(sentence: str) -> tuple[str, list[int]]:

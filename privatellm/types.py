@@ -141,27 +141,61 @@ class Progress(Protocol):
 
 @dataclass(frozen=True)
 class Citation:
-    """A passage an answer cites: [n] in the answer text is passage n of the prompt."""
+    """A passage an answer cites: [n] in the answer text is passage n of the prompt, and the
+    quote is the span of it that supports the answer."""
 
     n: int
     source: str
     page: int | None
-    text: str
+    text: str  # the whole passage (a chunk)
     score: float
+    doc_id: str = ""
+    start: int = 0  # the chunk's offsets into its page's text
+    end: int = 0
+    quote_start: int = 0  # the supporting span: offsets into text
+    quote_end: int = 0
+
+    @property
+    def quote(self) -> str:
+        return self.text[self.quote_start : self.quote_end]
 
     @classmethod
-    def of(cls, n: int, hit: ScoredChunk) -> Citation:
+    def of(cls, n: int, hit: ScoredChunk, span: tuple[int, int] | None = None) -> Citation:
+        """Returns the citation of passage n; span (offsets into it) is its quote, else all."""
         c = hit.chunk
-        return cls(n=n, source=c.source, page=c.page, text=c.text, score=round(hit.score, 4))
+        quote_start, quote_end = span or (0, len(c.text))
+        return cls(
+            n=n,
+            source=c.source,
+            page=c.page,
+            text=c.text,
+            score=round(hit.score, 4),
+            doc_id=c.doc_id,
+            start=c.start,
+            end=c.end,
+            quote_start=quote_start,
+            quote_end=quote_end,
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
             "n": self.n,
             "source": self.source,
+            "doc_id": self.doc_id,
             "page": self.page,
             "text": self.text,
             "score": self.score,
+            "quote": {
+                "text": self.quote,
+                "start": self.quote_start,  # in the passage
+                "end": self.quote_end,
+                "page_start": self.start + self.quote_start,  # in the page's text
+                "page_end": self.start + self.quote_end,
+            },
         }
+
+
+AnswerKind = Literal["generated", "quoted", "abstained"]
 
 
 @dataclass(frozen=True)
@@ -175,11 +209,18 @@ class Answer:
     passages: list[ScoredChunk]  # every passage the model was given, in prompt order
     abstained: bool  # True: the documents did not hold enough to answer; the model was not called
     unsupported: list[str] = field(default_factory=list)  # sentences no passage supports
+    quoted: bool = False  # the text is a span of a passage, not the model's words
+
+    @property
+    def kind(self) -> AnswerKind:
+        """Returns what the user got: the model's words, a quote, or "the documents don't say"."""
+        return "abstained" if self.abstained else "quoted" if self.quoted else "generated"
 
     def to_json(self) -> dict[str, object]:
         """Returns the `privatellm ask --json` shape."""
         return {
             "answer": self.text,
+            "answer_kind": self.kind,
             "citations": [c.to_json() for c in self.citations],
             "abstained": self.abstained,
             "unsupported": self.unsupported,

@@ -126,6 +126,7 @@ def test_chat_honours_openai_fields(loaded: TestClient) -> None:
             {"role": "user", "content": QUESTION},
         ],
         "use_context": True,
+        "answer_mode": "generate",  # max_tokens bounds the model's words, not a quote
         "max_tokens": 3,
         "stop": ["never"],
         "temperature": 0.3,
@@ -136,6 +137,29 @@ def test_chat_honours_openai_fields(loaded: TestClient) -> None:
     assert response["model"] == "fake"
     assert response["choices"][0]["message"]["content"].startswith("The Eiffel Tower")
     assert len(response["choices"][0]["message"]["content"].split()) <= 4  # 3 words, maybe [1]
+
+
+def test_answer_modes_report_what_the_user_got_and_the_quoted_span(loaded: TestClient) -> None:
+    question = {"messages": [{"role": "user", "content": QUESTION}], "use_context": True}
+    quoted = loaded.post("/v1/chat/completions", json={**question, "answer_mode": "extract"})
+    choice = quoted.json()["choices"][0]
+    assert choice["answer_kind"] == "quoted" and choice["cited"] == [1]
+    span = choice["citations"][0]
+    passage = choice["sources"][0]["document"]["doc_metadata"]
+    assert "1889" in span["quote"] and span["quote"] in choice["message"]["content"]
+    assert span["end"] > span["start"] and span["page_end"] - span["page_start"] == len(
+        span["quote"]
+    )
+    assert passage is not None
+    generated = loaded.post("/v1/chat/completions", json={**question, "answer_mode": "generate"})
+    assert generated.json()["choices"][0]["answer_kind"] == "generated"
+    streamed = loaded.post(
+        "/v1/chat/completions", json={**question, "answer_mode": "extract", "stream": True}
+    )
+    last = [e for e in _sse(streamed.text) if e["choices"][0].get("finish_reason")][-1]
+    assert last["choices"][0]["answer_kind"] == "quoted"  # type: ignore[index]
+    bad = loaded.post("/v1/chat/completions", json={**question, "answer_mode": "guess"})
+    assert bad.status_code == 422 and "answer_mode" in bad.json()["error"]["message"]
 
 
 def test_follow_up_uses_the_history_and_abstains_honestly(loaded: TestClient) -> None:

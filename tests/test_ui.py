@@ -66,7 +66,8 @@ def test_question_gets_a_streamed_answer_with_citations(page: AppTest) -> None:
     assert "1889" in assistant.markdown[0].value and "[1]" in assistant.markdown[0].value
     labels = [e.label for e in assistant.expander]
     assert labels and labels[0].startswith("[1] eiffel.txt · score ")
-    assert "Eiffel Tower was completed in 1889" in assistant.expander[0].text[0].value
+    cited = assistant.expander[0].markdown[0].value  # the passage, its quote highlighted
+    assert "Eiffel Tower was completed in 1889" in cited and ":orange-background[" in cited
 
 
 def test_citation_names_the_page_of_a_pdf(page: AppTest, tmp_path: Path) -> None:
@@ -208,3 +209,26 @@ def test_unsupported_sentences_are_flagged() -> None:
     )
     assert at.expander[0].label == "[1] report.pdf, p. 4 · score 0.51"
     assert "1 sentence(s) of this answer are not supported" in at.caption[0].value
+
+
+def test_show_page_draws_the_cited_pdf_page(page: AppTest, tmp_path: Path) -> None:
+    pdf = make_pdf(
+        tmp_path / "report.pdf",
+        ["Introduction to bridges and towers.", EIFFEL.decode(), "Appendix on paint colours."],
+    )
+    _upload(page, ("report.pdf", pdf.read_bytes(), "application/pdf"))
+    page.chat_input[0].set_value("When was the Eiffel Tower completed?").run()
+    assert not page.get("image")
+    # Keyed by collection, place of the answer in the conversation and citation number.
+    page.chat_message[-1].expander[0].toggle(key="page-default-1-1").set_value(True).run()
+    assert not page.exception and not page.error
+    (image,) = page.chat_message[-1].expander[0].get("image")
+    assert image.value[0].endswith(".png") and "report.pdf, p. 2" in image.captions[0]
+    page.chat_input[0].set_value("And where is it?").run()  # the page stays open on later turns
+    assert not page.exception and len(page.chat_message[1].expander[0].get("image")) == 1
+
+
+def test_a_text_citation_has_no_page_to_show(page: AppTest) -> None:
+    _upload(page, ("eiffel.txt", EIFFEL, "text/plain"))
+    page.chat_input[0].set_value("When was the Eiffel Tower completed?").run()
+    assert not page.chat_message[-1].expander[0].toggle

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import streamlit as st
 
-from privatellm.config import Settings, config_files_from_env, load_settings
+from privatellm.config import AnswerMode, Settings, config_files_from_env, load_settings
 from privatellm.engines import Sampling
 from privatellm.errors import PrivateLLMError
 from privatellm.loaders import suffixes
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("privatellm.ui")
 
 MODES: tuple[Mode, ...] = get_args(Mode)
+ANSWER_MODES: tuple[AnswerMode, ...] = get_args(AnswerMode)
 HISTORY_MESSAGES = 6  # earlier turns given to follow-up condensing
 # Streamlit's bundled Material icons: they render without emoji fonts on the machine.
 ICONS = {
@@ -63,6 +64,7 @@ class Choices:
     temperature: float
     max_tokens: int
     model: str
+    answer_mode: AnswerMode
 
 
 @dataclass
@@ -196,6 +198,14 @@ def _choices(settings: Settings) -> Choices:
             "Passages per answer (top-k)", 1, 20, min(retrieval.top_k, 20), key="top_k"
         )
         mode = st.selectbox("Retrieval", MODES, index=MODES.index(retrieval.mode), key="mode")
+        answer_mode = st.selectbox(
+            "Answer",
+            ANSWER_MODES,
+            index=ANSWER_MODES.index(settings.answer.mode),
+            key="answer_mode",
+            help="auto: the model's sentences the passages support, else a quote; generate: "
+            "the model's answer as written; extract: a quote of the passages, no model.",
+        )
         temperature = st.slider(
             "Temperature", 0.0, 1.5, float(engine.temperature), 0.05, key="temperature"
         )
@@ -212,7 +222,7 @@ def _choices(settings: Settings) -> Choices:
     if model != engine.model and not _is_gguf(model):
         st.error(f"{model!r} is not a .gguf file: answering with {engine.model}")
         model = engine.model
-    return Choices(top_k, mode, temperature, int(max_tokens), model)
+    return Choices(top_k, mode, temperature, int(max_tokens), model, answer_mode)
 
 
 def _is_gguf(model: str) -> bool:
@@ -342,10 +352,10 @@ def _status_line(service: Service, collection: str) -> None:
 
 def _chat(service: Service, collection: str, choices: Choices) -> None:
     turns: list[Turn] = st.session_state["history"].setdefault(collection, [])
-    for turn in turns:
+    for n, turn in enumerate(turns):
         with st.chat_message(turn.role):
             if turn.answer is not None:
-                _show_answer(turn.answer)
+                _show_answer(turn.answer, service, collection, key=f"{collection}-{n}")
             else:
                 st.markdown(_escape(turn.content))
     question = st.chat_input(f"Ask about the documents in {collection!r}")
@@ -355,7 +365,9 @@ def _chat(service: Service, collection: str, choices: Choices) -> None:
         st.markdown(_escape(question))
     history: list[Message] = [{"role": t.role, "content": t.content} for t in turns]
     with st.chat_message("assistant"):
-        answer = _answer(service, collection, question, history[-HISTORY_MESSAGES:], choices)
+        # Keyed by the place the answer will have in turns, so its widgets keep their state.
+        key = f"{collection}-{len(turns) + 1}"
+        answer = _answer(service, collection, question, history[-HISTORY_MESSAGES:], choices, key)
     if answer is not None:
         turns += [Turn("user", question), Turn("assistant", answer.text, answer)]
 
@@ -366,6 +378,7 @@ def _answer(
     question: str,
     history: list[Message],
     choices: Choices,
+    key: str,
 ) -> Answer | None:
     """Streams the answer into the page, then replaces it with the finished, cited one."""
 
@@ -378,6 +391,7 @@ def _answer(
                 top_k=choices.top_k,
                 mode=choices.mode,
                 sampling=Sampling(max_tokens=choices.max_tokens, temperature=choices.temperature),
+                answer_mode=choices.answer_mode,
             )
         box = st.empty()
         try:
@@ -387,14 +401,18 @@ def _answer(
         finally:
             reply.close()
         with box.container():
-            _show_answer(answer)
+            _show_answer(answer, service, collection, key)
         return answer
 
     result: Answer | None = _guarded(ask)
     return result
 
 
-def _show_answer(answer: Answer) -> None:
+def _show_answer(
+    answer: Answer, service: Service | None = None, collection: str | None = None, key: str = ""
+) -> None:
+    """Shows an answer and its citations; with a service, a cited PDF page can be shown too
+    (key: unique to this answer on the page, for its widgets)."""
     if answer.abstained:
         st.info(
             "**Not in your documents.** Nothing retrieved is close enough to the question to "
@@ -403,9 +421,14 @@ def _show_answer(answer: Answer) -> None:
         _passages("Closest passages (not close enough)", answer.passages)
         return
     st.markdown(answer.text)
+    if answer.quoted:
+        st.caption("Quoted from the documents: the model's answer was not supported by them.")
     if answer.citations:
         for citation in answer.citations:
-            _citation(citation)
+            _citation(citation, service, collection, f"{key}-{citation.n}")
+        cited = {c.n for c in answer.citations}
+        others = [p for n, p in enumerate(answer.passages, 1) if n not in cited]
+        _passages("Other passages consulted (not cited)", others)
     else:
         _passages("The answer cites no passage. Sources consulted", answer.passages)
     if answer.unsupported:
@@ -417,10 +440,34 @@ def _show_answer(answer: Answer) -> None:
         st.caption(f"Searched for: {_escape(answer.standalone)}")
 
 
-def _citation(citation: Citation) -> None:
+def _citation(
+    citation: Citation, service: Service | None, collection: str | None, key: str
+) -> None:
     label = f"[{citation.n}] {_where(citation.source, citation.page)} · score {citation.score:.2f}"
     with st.expander(label):
-        st.text(citation.text)
+        st.markdown(_highlighted(citation))
+        page = citation.page
+        if service is None or page is None or not citation.source.lower().endswith(".pdf"):
+            return
+        if st.toggle("Show page", key=f"page-{key}"):
+            # The quote is marked: its offsets into the page's text.
+            highlight = (citation.start + citation.quote_start, citation.start + citation.quote_end)
+            png = _guarded(lambda: service.page_image(citation.doc_id, page, highlight, collection))
+            if png is not None:
+                st.image(
+                    png,
+                    caption=f"{_where(citation.source, page)}, cited passage marked",
+                    output_format="PNG",  # not JPEG, Streamlit's default, which blurs small print
+                )
+
+
+def _highlighted(citation: Citation) -> str:
+    """Returns the cited passage as Markdown with its quote highlighted."""
+    text = citation.text
+    before, quote = text[: citation.quote_start], text[citation.quote_start : citation.quote_end]
+    after = text[citation.quote_end :]
+    marked = f":orange-background[{_escape(' '.join(quote.split()))}]" if quote.strip() else ""
+    return f"{_escape(' '.join(before.split()))} {marked} {_escape(' '.join(after.split()))}"
 
 
 def _passages(title: str, passages: Sequence[ScoredChunk]) -> None:

@@ -17,6 +17,7 @@ from privatellm.answering import Reply
 from privatellm.api import schemas as s
 from privatellm.api.streaming import (
     SOURCES_HEADER,
+    answer_fields,
     completion_events,
     event_stream,
     pull_first,
@@ -76,6 +77,7 @@ class Routes:
             sources=_filter_doc_ids(body.context_filter),
             sampling=_sampling(body),
             system=system,
+            answer_mode=body.answer_mode,
         )
         return self._cited(body, reply)
 
@@ -92,6 +94,7 @@ class Routes:
             sources=_filter_doc_ids(body.context_filter),
             sampling=_sampling(body),
             system=body.system_prompt,
+            answer_mode=body.answer_mode,
         )
         return self._cited(body, reply, text=True)
 
@@ -135,8 +138,7 @@ class Routes:
             message=s.OpenAIMessage(role="assistant", content=content),
             text=content if text else None,
             sources=sources,
-            cited=[c.n for c in answer.citations] if answer else None,
-            abstained=answer.abstained if answer else None,
+            **answer_fields(answer),
         )
         return s.OpenAICompletion(model=self.model, choices=[choice], usage=usage)
 

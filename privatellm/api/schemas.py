@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from privatellm.types import DocumentRecord, ScoredChunk
+from privatellm.types import Citation, DocumentRecord, ScoredChunk
 
 Role = Literal["system", "user", "assistant"]
 
@@ -45,6 +45,12 @@ class _Generation(_Body):
     stream: bool = False
     collection: str | None = Field(
         default=None, description="Collection to answer from (default one)."
+    )
+    answer_mode: Literal["auto", "generate", "extract"] | None = Field(
+        default=None,
+        description="privatellm, with use_context: generate (the model's words), extract (a "
+        "quote of the passages, no model), auto (the model's supported sentences, else a "
+        "quote). Default: the server's answer.mode.",
     )
 
     def stops(self) -> tuple[str, ...]:
@@ -146,6 +152,30 @@ class OpenAIDelta(BaseModel):
     content: str | None = None
 
 
+class CitedSpan(BaseModel):
+    n: int = Field(description="The [n] of the answer: sources[n-1].")
+    doc_id: str
+    page: int | None = None
+    quote: str = Field(description="The supporting span, verbatim.")
+    start: int = Field(description="Offset of the quote in the passage's text.")
+    end: int
+    page_start: int = Field(description="Offset of the quote in its page's text.")
+    page_end: int
+
+    @classmethod
+    def of(cls, c: Citation) -> CitedSpan:
+        return cls(
+            n=c.n,
+            doc_id=c.doc_id,
+            page=c.page,
+            quote=c.quote,
+            start=c.quote_start,
+            end=c.quote_end,
+            page_start=c.start + c.quote_start,
+            page_end=c.start + c.quote_end,
+        )
+
+
 class OpenAIChoice(BaseModel):
     index: int = 0
     finish_reason: str | None = None
@@ -164,6 +194,15 @@ class OpenAIChoice(BaseModel):
     abstained: bool | None = Field(
         default=None,
         description="privatellm: the documents held nothing close enough to answer from.",
+    )
+    answer_kind: Literal["generated", "quoted", "abstained"] | None = Field(
+        default=None,
+        description="privatellm: what the answer is: the model's words, a quote of a passage "
+        "(the model's were not supported), or 'the documents don't say'.",
+    )
+    citations: list[CitedSpan] | None = Field(
+        default=None,
+        description="privatellm: for each cited [n], the span of it that supports the answer.",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
+from typing import Any
 
 from fastapi.responses import StreamingResponse
 
@@ -36,16 +37,23 @@ def completion_events(
     for piece in pieces:
         delta = s.OpenAIChoice(delta=s.OpenAIDelta(content=piece), sources=sources)
         yield _event(_chunk(model, completion_id, delta))
-    answer = finish()
     last = s.OpenAIChoice(
-        delta=s.OpenAIDelta(),
-        finish_reason="stop",
-        sources=sources,
-        cited=[c.n for c in answer.citations] if answer else None,
-        abstained=answer.abstained if answer else None,
+        delta=s.OpenAIDelta(), finish_reason="stop", sources=sources, **answer_fields(finish())
     )
     yield _event(_chunk(model, completion_id, last))
     yield "data: [DONE]\n\n"
+
+
+def answer_fields(answer: Answer | None) -> dict[str, Any]:
+    """Returns what a choice says of a finished answer from the documents (nothing without)."""
+    if answer is None:
+        return {}
+    return {
+        "cited": [c.n for c in answer.citations],
+        "abstained": answer.abstained,
+        "answer_kind": answer.kind,
+        "citations": [s.CitedSpan.of(c) for c in answer.citations],
+    }
 
 
 def event_stream(
