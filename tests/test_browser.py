@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, SAMPLES, free_port, wait_healthy
@@ -90,10 +91,28 @@ def test_question_in_the_browser_shows_a_streamed_cited_answer(
             expect(citation.first).to_be_visible(timeout=180_000)
             citation.first.click()
             expect(page.get_by_text("Georgi Gerganov in March 2023").last).to_be_visible()
+            image = _show_page(page, page.get_by_test_id("stExpander").filter(has=citation.first))
             page.wait_for_timeout(1000)  # the expander's opening animation, for the screenshot
             shot = tmp_path / "page.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+    assert image["width"] >= 800 and abs(image["width"] / image["height"] - 210 / 297) < 0.02
     print(f"screenshot: {shot}")
+
+
+def _show_page(page: Any, expander: Any) -> dict[str, int]:
+    """Turns on the citation's "Show page" and returns the natural size of the page image."""
+    from playwright.sync_api import expect
+
+    expander.get_by_text("Show page").click()
+    image = expander.get_by_role("img").first
+    expect(image).to_be_visible(timeout=60_000)
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+    )
+    size: dict[str, int] = image.evaluate(
+        "img => ({width: img.naturalWidth, height: img.naturalHeight})"
+    )
+    return size

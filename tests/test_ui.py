@@ -223,6 +223,7 @@ def test_show_page_draws_the_cited_pdf_page(page: AppTest, tmp_path: Path) -> No
     page.chat_message[-1].expander[0].toggle(key="page-default-1-1").set_value(True).run()
     assert not page.exception and not page.error
     (image,) = page.chat_message[-1].expander[0].get("image")
+    assert page.chat_message[-1].expander[0].proto.expanded  # stays open on the rerun
     assert image.value[0].endswith(".png") and "report.pdf, p. 2" in image.captions[0]
     page.chat_input[0].set_value("And where is it?").run()  # the page stays open on later turns
     assert not page.exception and len(page.chat_message[1].expander[0].get("image")) == 1

@@ -444,7 +444,9 @@ def _citation(
     citation: Citation, service: Service | None, collection: str | None, key: str
 ) -> None:
     label = f"[{citation.n}] {_where(citation.source, citation.page)} · score {citation.score:.2f}"
-    with st.expander(label):
+    # Open while its page is shown: the toggle's rerun draws the answer anew (from the history,
+    # not the stream), and a new expander starts closed.
+    with st.expander(label, expanded=bool(st.session_state.get(f"page-{key}"))):
         st.markdown(_highlighted(citation))
         page = citation.page
         if service is None or page is None or not citation.source.lower().endswith(".pdf"):
