@@ -1,7 +1,8 @@
 """Embeddings: texts in, unit-length float32 vectors out.
 
 One required method per backend (`embed_batch`); batching, queries and token counting are built on
-it. torch and sentence-transformers are imported only when a real model is loaded.
+it. torch (and sentence-transformers, for a model that needs it) is imported only when a real
+model is loaded.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import ctypes
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -150,7 +152,11 @@ def keep_torchao_unloaded() -> None:
 
 
 class SentenceTransformerEmbedder(Embedder):
-    """A sentence-transformers model loaded from a local directory (never from a hub)."""
+    """A sentence-transformers model loaded from a local directory (never from a hub).
+
+    A mean-pooled BERT (the bundled all-MiniLM-L6-v2) runs as plain torch code, giving the vectors
+    sentence-transformers gives; any other model runs through sentence-transformers itself.
+    """
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         # (privatellm/__init__.py has already told the Hugging Face libraries to stay offline.)
@@ -160,10 +166,6 @@ class SentenceTransformerEmbedder(Embedder):
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
         keep_torchao_unloaded()
         import torch
-        import transformers
-        from sentence_transformers import SentenceTransformer
-
-        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         self.name, model_dir = resolve_model_dir(settings.model)
         device = settings.device
@@ -171,37 +173,256 @@ class SentenceTransformerEmbedder(Embedder):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        try:
-            self._model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot load embedding model {model_dir}: {e}") from e
         self.precision = _choose_precision(settings.precision, device)
-        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-        self._model.to(dtypes[self.precision])
-        # Padding every batch to a multiple of 32 tokens bounds the set of input shapes: torch's
-        # CPU kernels keep state per shape, and unbounded shapes meant unbounded memory.
-        first: Any = self._model[0]
-        first.processing_kwargs = {**first.processing_kwargs, "text": {"pad_to_multiple_of": 32}}
-        self._model.eval()
-        dimension = self._model.get_embedding_dimension()
-        if not dimension:
-            raise ModelError(f"{model_dir}: the model does not say its embedding dimension")
-        self.dimension = int(dimension)
-        self.count_tokens = TokenizerCounter(self._model.tokenizer.backend_tokenizer.to_str())
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        self._model: _Runner
+        if MeanPooledBert.fits(model_dir):
+            self._model = MeanPooledBert(model_dir, device, dtype[self.precision])
+        else:
+            self._model = _SentenceTransformerRunner(model_dir, device, dtype[self.precision])
+        self.dimension = self._model.dimension
+        self.count_tokens = TokenizerCounter(self._model.tokenizer_json)
         self._batch_size = settings.batch_size
+
+    @property
+    def runs_without_sentence_transformers(self) -> bool:
+        """Returns whether this model runs as plain torch code (a mean-pooled BERT)."""
+        return isinstance(self._model, MeanPooledBert)
 
     def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
         if len(texts) >= TRIM_FROM:
             _release_freed_memory()
         with _one_thread_if(len(texts) < FEW_TEXTS):
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self._batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
+            vectors = self._model.encode(list(texts), self._batch_size)
         return np.asarray(vectors, dtype=np.float32)
+
+
+class _Runner(Protocol):
+    dimension: int
+    tokenizer_json: str  # the tokenizer the model reads text with, for counting chunk tokens
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[Any]:
+        """Returns one unit-length row per text."""
+
+
+# Padding every batch to a multiple of 32 tokens bounds the set of input shapes: torch's CPU
+# kernels keep state per shape, and unbounded shapes meant unbounded memory.
+PAD_TO_MULTIPLE_OF = 32
+
+
+class _SentenceTransformerRunner:
+    """Any sentence-transformers model, through sentence-transformers (which imports scikit-learn,
+    scipy and transformers' modelling code: 3-4 s before the first vector)."""
+
+    def __init__(self, model_dir: Path, device: str, dtype: Any) -> None:
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        try:
+            self._model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load embedding model {model_dir}: {e}") from e
+        self._model.to(dtype)
+        first: Any = self._model[0]
+        padding = {"pad_to_multiple_of": PAD_TO_MULTIPLE_OF}
+        first.processing_kwargs = {**first.processing_kwargs, "text": padding}
+        self._model.eval()
+        dimension = self._model.get_embedding_dimension()
+        if not dimension:
+            raise ModelError(f"{model_dir}: the model does not say its embedding dimension")
+        self.dimension = int(dimension)
+        self.tokenizer_json = self._model.tokenizer.backend_tokenizer.to_str()
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[Any]:
+        return self._model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+
+
+# What sentence-transformers' modules.json lists for a mean-pooled, normalised encoder.
+_MEAN_POOLED = [
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+]
+
+
+class MeanPooledBert:
+    """A sentence-transformers BERT with mean pooling and normalisation, run as plain torch code.
+
+    sentence-transformers imports scikit-learn and scipy, and transformers' BertModel its whole
+    modelling stack (accelerate, torch.distributed): 3.5 s of a 7 s `privatellm retrieve`, to
+    embed one question. This runs the same torch operations in the same order as transformers'
+    BertModel (sdpa attention), sentence-transformers' Pooling and Normalize modules and its
+    encode (length-sorted batches, padded to a multiple of 32), so the vectors are the same ones
+    (tests/test_embeddings.py compares them) and an existing store stays valid.
+    """
+
+    def __init__(self, model_dir: Path, device: str, dtype: Any) -> None:
+        from safetensors import SafetensorError
+
+        try:
+            self._load(model_dir, device, dtype)
+        except (OSError, ValueError, KeyError, SafetensorError) as e:
+            raise ModelError(f"cannot load embedding model {model_dir}: {e}") from e
+
+    def _load(self, model_dir: Path, device: str, dtype: Any) -> None:
+        import torch
+        from safetensors import safe_open
+        from tokenizers import Tokenizer
+
+        config = _read_json(model_dir / "config.json")
+        self.dimension = int(config["hidden_size"])
+        self._layers = int(config["num_hidden_layers"])
+        self._head_size = self.dimension // int(config["num_attention_heads"])
+        self._eps = float(config["layer_norm_eps"])
+        with safe_open(str(model_dir / "model.safetensors"), framework="pt", device=device) as f:
+            self._weights = {
+                name: f.get_tensor(name).to(dtype)
+                for name in f.keys()  # noqa: SIM118  (safe_open is no mapping)
+                if name.startswith(("embeddings.", "encoder.")) and "position_ids" not in name
+            }
+        self._positions = torch.arange(int(config["max_position_embeddings"]), device=device)
+        self._device = device
+        self.tokenizer_json = (model_dir / "tokenizer.json").read_text(encoding="utf-8")
+        self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        max_length = int(_read_json(model_dir / "sentence_bert_config.json")["max_seq_length"])
+        self._tokenizer.enable_truncation(max_length, strategy="longest_first")
+        pad = _read_json(model_dir / "tokenizer_config.json", {}).get("pad_token", "[PAD]")
+        pad_id = self._tokenizer.token_to_id(pad)
+        if pad_id is None:
+            raise ValueError(f"the tokenizer has no padding token {pad!r}")
+        self._tokenizer.enable_padding(
+            pad_id=pad_id, pad_token=pad, pad_to_multiple_of=PAD_TO_MULTIPLE_OF
+        )
+
+    @staticmethod
+    def fits(model_dir: Path) -> bool:
+        """Returns whether the directory holds a model this class runs exactly as
+        sentence-transformers would: BERT, mean pooling, normalised, no prompts, safetensors."""
+        try:
+            modules = _read_json(model_dir / "modules.json")
+            config = _read_json(model_dir / "config.json")
+            pooling = _read_json(model_dir / modules[1]["path"] / "config.json")
+            st_config = _read_json(model_dir / "config_sentence_transformers.json", {})
+            bert_config = _read_json(model_dir / "sentence_bert_config.json")
+            tokenizer_config = _read_json(model_dir / "tokenizer_config.json", {})
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return False
+        modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode")}
+        return (
+            [m.get("type") for m in modules] == _MEAN_POOLED
+            and modules[0].get("path") == ""
+            and config.get("model_type") == "bert"
+            and config.get("hidden_act") == "gelu"
+            and config.get("position_embedding_type", "absolute") == "absolute"
+            and not config.get("is_decoder")
+            and modes.get("pooling_mode_mean_tokens") is True
+            and not any(v for k, v in modes.items() if k != "pooling_mode_mean_tokens")
+            and not st_config.get("prompts")
+            and not st_config.get("default_prompt_name")
+            and not bert_config.get("do_lower_case")
+            and isinstance(bert_config.get("max_seq_length"), int)
+            and isinstance(tokenizer_config.get("pad_token", "[PAD]"), str)
+            and (model_dir / "model.safetensors").is_file()
+            and (model_dir / "tokenizer.json").is_file()
+        )
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[Any]:
+        import torch
+
+        # sentence-transformers' batches: longest texts (in characters) first.
+        order = np.argsort([-len(text) for text in texts])
+        rows: list[Any] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows.extend(self._embed([texts[i] for i in order[start : start + batch_size]]))
+            if not rows:
+                return np.zeros((0, self.dimension), dtype=np.float32)
+            vectors = torch.stack([rows[i] for i in np.argsort(order)])
+            return vectors.float().cpu().numpy()
+
+    def _embed(self, texts: list[str]) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = torch.tensor([e.ids for e in encodings], device=self._device)  # (batch, length)
+        types = torch.tensor([e.type_ids for e in encodings], device=self._device)
+        mask = torch.tensor([e.attention_mask for e in encodings], device=self._device)
+        tokens = self._transformer(ids, types, mask)  # (batch, length, dimension)
+        # Pooling: the mean over real tokens, summed in fp32 when the model runs in 16 bits.
+        weights = mask.unsqueeze(-1).to(tokens.dtype)
+        total = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
+        sums = (tokens * weights).sum(dim=1, dtype=total)
+        counts = torch.clamp(weights.sum(dim=1, dtype=total), min=1e-9)
+        pooled = (sums / counts).to(tokens.dtype)
+        # Normalised twice, as sentence-transformers does: its Normalize module, then encode's.
+        return F.normalize(F.normalize(pooled, p=2, dim=-1), p=2, dim=1)
+
+    def _transformer(self, ids: Any, types: Any, mask: Any) -> Any:
+        import torch.nn.functional as F
+
+        w = self._weights
+        batch, length = ids.shape
+        x = F.embedding(ids, w["embeddings.word_embeddings.weight"])
+        x = x + F.embedding(types, w["embeddings.token_type_embeddings.weight"])
+        x = x + F.embedding(
+            self._positions[None, :length], w["embeddings.position_embeddings.weight"]
+        )
+        x = self._norm(x, "embeddings.LayerNorm")
+        # A batch without padding attends everywhere: no mask, which lets sdpa pick its fast kernel.
+        attend = None
+        if not mask.all():
+            attend = mask.bool()[:, None, None, :].expand(batch, 1, length, length).contiguous()
+        for n in range(self._layers):
+            x = self._layer(x, attend, f"encoder.layer.{n}.")
+        return x
+
+    def _layer(self, x: Any, attend: Any, prefix: str) -> Any:
+        import torch.nn.functional as F
+
+        batch, length, _ = x.shape
+        heads = (batch, length, -1, self._head_size)
+        q, k, v = (
+            self._linear(x, f"{prefix}attention.self.{name}").view(*heads).transpose(1, 2)
+            for name in ("query", "key", "value")
+        )  # (batch, heads, length, head size)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attend, dropout_p=0.0, scale=self._head_size**-0.5, is_causal=False
+        )
+        attended = attended.transpose(1, 2).contiguous().reshape(batch, length, -1).contiguous()
+        x = self._norm(
+            self._linear(attended, f"{prefix}attention.output.dense") + x,
+            f"{prefix}attention.output.LayerNorm",
+        )
+        hidden = F.gelu(self._linear(x, f"{prefix}intermediate.dense"))
+        return self._norm(
+            self._linear(hidden, f"{prefix}output.dense") + x, f"{prefix}output.LayerNorm"
+        )
+
+    def _linear(self, x: Any, name: str) -> Any:
+        import torch.nn.functional as F
+
+        return F.linear(x, self._weights[f"{name}.weight"], self._weights[f"{name}.bias"])
+
+    def _norm(self, x: Any, name: str) -> Any:
+        import torch.nn.functional as F
+
+        w = self._weights
+        return F.layer_norm(x, x.shape[-1:], w[f"{name}.weight"], w[f"{name}.bias"], self._eps)
+
+
+def _read_json(path: Path, missing: Any = None) -> Any:
+    if missing is not None and not path.is_file():
+        return missing
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 # A question or a few answer sentences: one thread does them in milliseconds, while torch's

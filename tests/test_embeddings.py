@@ -1,6 +1,11 @@
-"""Embeddings: the bundled model loads offline; bf16 retrieves exactly what fp32 retrieves."""
+"""Embeddings: the bundled model loads offline; bf16 retrieves exactly what fp32 retrieves; run
+without sentence-transformers, it gives sentence-transformers' vectors."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -8,8 +13,10 @@ import pytest
 from privatellm.config import EmbeddingSettings
 from privatellm.embeddings import (
     Embedder,
+    MeanPooledBert,
     SentenceTransformerEmbedder,
     _choose_precision,
+    bundled_model_dir,
     cpu_has_native_bf16,
 )
 
@@ -76,3 +83,67 @@ def test_a_directory_that_is_no_model_is_a_clear_error(tmp_path) -> None:  # typ
 
     with pytest.raises(ModelError, match="not a sentence-transformers model directory"):
         SentenceTransformerEmbedder(EmbeddingSettings(model=str(tmp_path)))
+
+
+# Longer than the model's 256 tokens (truncated), accents, mixed scripts, nothing at all.
+EDGE_CASES = [
+    "Running Llama locally with llama.cpp needs a quantized GGUF file. " * 40,
+    "本地运行Llama笔记：先下载模型，再转换格式，最后量化。" * 30,
+    "Ünïcödé café naïve — émigré façade",
+    "x " * 30,  # exactly 32 tokens with [CLS] and [SEP]: a batch with no padding
+    "",
+]
+
+
+def _sentence_transformers_reference(precision: Literal["fp32", "bf16"]) -> Any:
+    """Returns the bundled model loaded by sentence-transformers as the embedder did before it
+    ran the model itself: cast to the precision, batches padded to a multiple of 32 tokens."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(bundled_model_dir()), device="cpu", local_files_only=True)
+    model.to({"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
+    first: Any = model[0]
+    first.processing_kwargs = {**first.processing_kwargs, "text": {"pad_to_multiple_of": 32}}
+    return model.eval()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_vectors_equal_sentence_transformers(precision: Literal["fp32", "bf16"]) -> None:
+    """The same vectors, so a store built before (or by sentence-transformers) still matches."""
+    ours = SentenceTransformerEmbedder(EmbeddingSettings(precision=precision, batch_size=8))
+    assert ours.runs_without_sentence_transformers
+    reference = _sentence_transformers_reference(precision)
+    texts = CORPUS + QUERIES + EDGE_CASES
+    expected = reference.encode(texts, batch_size=8, normalize_embeddings=True)
+    np.testing.assert_allclose(ours.embed_batch(texts), expected, rtol=0, atol=1e-5)
+    for text in [QUERIES[0], QUERIES[3], EDGE_CASES[2]]:  # queries: English, Chinese, accents
+        one = reference.encode([text], normalize_embeddings=True)
+        np.testing.assert_allclose(ours.embed_query(text), one[0], rtol=0, atol=1e-5)
+
+
+def test_tokens_are_counted_as_sentence_transformers_tokenizes(real_embedder: Embedder) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_dir()))
+    for text in EDGE_CASES + CORPUS[8:10]:
+        ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+        assert real_embedder.count_tokens(text) == len(ids)
+
+
+def test_other_sentence_transformers_models_are_left_to_sentence_transformers(
+    tmp_path: Path,
+) -> None:
+    bundled = bundled_model_dir()
+    assert MeanPooledBert.fits(bundled)
+    for item in bundled.iterdir():
+        (tmp_path / item.name).symlink_to(item)
+    (tmp_path / "1_Pooling").unlink()
+    (tmp_path / "1_Pooling").mkdir()
+    pooling = json.loads((bundled / "1_Pooling" / "config.json").read_text())
+    pooling.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    assert not MeanPooledBert.fits(tmp_path)
+    embedder = SentenceTransformerEmbedder(EmbeddingSettings(model=str(tmp_path)))
+    assert not embedder.runs_without_sentence_transformers
+    assert embedder.embed_batch(["one"]).shape == (1, 384)
