@@ -1,10 +1,11 @@
 """Extractive answers: the sentence(s) of the retrieved passages that answer a question, quoted.
 
 No model is called. Every sentence of every passage is a candidate, scored by how much of the
-question's rare-word weight it (and, less, its neighbours) holds, its embedding similarity to the
-question where the embedding model reads the language, whether it holds what the question asks
-for (a number, a date), and the passage's rank. A sentence that only restates the question says
-nothing new and cannot win.
+question's rare-word weight it holds, whether it holds what the question asks for (a number, a
+date), and the passage's rank. A sentence that only restates the question says nothing new and
+cannot win. Its neighbours' overlap and its embedding similarity to the question can count too,
+but on the dev set they added nothing (similarity) or cost a little (neighbours), and similarity
+costs an embedding of every candidate: both weigh 0 (benchmarks/extract_weights.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from privatellm.text import is_cjk, sentence_spans
 from privatellm.types import ScoredChunk
 
 # How much each signal counts; chosen on dev-set samples (docs/EVALUATION.md).
-OVERLAP, NEIGHBOURS, SIMILARITY, ASKED, RANK = 1.0, 0.3, 0.5, 0.25, 0.15
+OVERLAP, NEIGHBOURS, SIMILARITY, ASKED, RANK = 1.0, 0.0, 0.0, 0.25, 0.15
 MIN_QUOTE_CHARS = 40  # a shorter best sentence ("Answer: 42.") is completed by the next one
 
 _NUMBER = re.compile(r"\d|[零一二三四五六七八九十百千万亿两]")
@@ -117,7 +118,8 @@ def _scores(
     holds = np.array([1.0 if holds_asked(t, asked) else -1.0 for t in texts]) if asked else 0.0
     rank = np.array([1.0 / c.n for c in candidates])
     scores = OVERLAP * overlap + NEIGHBOURS * neighbours + ASKED * holds + RANK * rank
-    if not is_cjk(question):  # the embedding model reads English only (docs/EVALUATION.md)
+    # The bundled embedding model reads English only (docs/EVALUATION.md).
+    if SIMILARITY and not is_cjk(question):
         scores = scores + SIMILARITY * _similarity(question, texts, embedder)
     says_more = np.array([bool(c.terms - asked_terms) for c in candidates])
     return np.where(says_more, scores, -np.inf)
