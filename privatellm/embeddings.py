@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import hashlib
 import importlib.util
 import json
@@ -151,6 +152,23 @@ def keep_torchao_unloaded() -> None:
     sys.modules.setdefault("torchao", None)  # type: ignore[arg-type]
 
 
+def _import_torch() -> Any:
+    """Returns torch, importing it; the first import hides its objects from the garbage collector.
+
+    Importing torch makes ~165,000 objects, which every later full collection traverses: those that
+    importing chromadb triggers, and the one at interpreter exit (0.7 s for torch alone). They
+    live as long as the process anyway, so they are frozen (gc.freeze) once imported: that took
+    ~1.5 s off a `privatellm retrieve` of 4.9 s. (A gc.collect first would free ~40 objects, for
+    0.1 s.)
+    """
+    first = "torch" not in sys.modules
+    import torch
+
+    if first:
+        gc.freeze()
+    return torch
+
+
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model loaded from a local directory (never from a hub).
 
@@ -165,7 +183,7 @@ class SentenceTransformerEmbedder(Embedder):
         # ingest flat at no measurable cost. Read when torch first loads, so set it before.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
         keep_torchao_unloaded()
-        import torch
+        torch = _import_torch()
 
         self.name, model_dir = resolve_model_dir(settings.model)
         device = settings.device
