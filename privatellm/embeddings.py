@@ -157,9 +157,9 @@ def _import_torch() -> Any:
 
     Importing torch makes ~165,000 objects, which every later full collection traverses: those that
     importing chromadb triggers, and the one at interpreter exit (0.7 s for torch alone). They
-    live as long as the process anyway, so they are frozen (gc.freeze) once imported: that took
-    ~1.5 s off a `privatellm retrieve` of 4.9 s. (A gc.collect first would free ~40 objects, for
-    0.1 s.)
+    live as long as the process anyway, so they are frozen (gc.freeze) once imported: exit went
+    from 0.9 s to 0.2 s, and `privatellm retrieve` from 3.99 s to 3.45 s (benchmarks/cold_start.py,
+    loaded machine). (A gc.collect first would free ~40 objects, for 0.1 s.)
     """
     first = "torch" not in sys.modules
     import torch
