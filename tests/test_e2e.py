@@ -77,5 +77,8 @@ def test_ask_json_through_the_cli(falcon: Service) -> None:
     assert set(body) >= {"answer", "citations", "abstained"}
     assert body["abstained"] is False
     first = body["citations"][0]
-    assert set(first) == {"n", "source", "page", "text", "score"}
+    assert set(first) == {"n", "source", "doc_id", "page", "text", "score", "quote"}
+    quote = first["quote"]
+    assert first["text"][quote["start"] : quote["end"]] == quote["text"] != ""
+    assert body["answer_kind"] in ("generated", "quoted")
     assert Path(first["source"]).name == "falcon-report.pdf" and first["page"] == 5
