@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from privatellm.types import Answer, IngestReport, ScoredChunk
 
 
+F = TypeVar("F", bound=Callable[..., Any])
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)  # in the order the summary prints them
 COLLECTION = click.option(
     "--collection", "-c", default=None, help="Collection to use (default: 'default')."
@@ -481,6 +482,16 @@ def models_list(ctx: _Context, as_json: bool) -> None:
     click.echo("(* = configured)")
 
 
+def _repeatable(flag: str, name: str, choices: list[str], what: str) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        name,
+        multiple=True,
+        type=click.Choice(choices),
+        help=f"{what} to evaluate side by side, repeatable (default: the configured one).",
+    )
+
+
 @cli.command("eval")
 @click.argument("qa_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -490,21 +501,9 @@ def models_list(ctx: _Context, as_json: bool) -> None:
     help="Folder the QA file's gold_source paths are relative to; ingested first.",
 )
 @click.option("--collection", "-c", default="eval", show_default=True)
-@click.option(
-    "--mode",
-    "modes",
-    multiple=True,
-    type=click.Choice(["dense", "lexical", "hybrid"]),
-    help="Retrieval mode(s) to evaluate, repeatable (default: the configured one).",
-)
+@_repeatable("--mode", "modes", ["dense", "lexical", "hybrid"], "Retrieval mode(s)")
 @click.option("--retrieval-only", is_flag=True, help="Do not answer (fast).")
-@click.option(
-    "--answer",
-    "answer_modes",
-    multiple=True,
-    type=click.Choice(["auto", "generate", "extract"]),
-    help="Answer mode(s) to evaluate side by side, repeatable (default: the configured one).",
-)
+@_repeatable("--answer", "answer_modes", ["auto", "generate", "extract"], "Answer mode(s)")
 @click.option("--sample", type=click.IntRange(1), default=None, help="Use N questions, evenly.")
 @click.option("--json", "as_json", is_flag=True, help="Print summaries and per-question rows.")
 @click.pass_obj

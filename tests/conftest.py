@@ -280,3 +280,11 @@ def sample_copy(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "samples"
     shutil.copytree(SAMPLES, target)
     yield target
+
+
+def write_texts(folder: Path, texts: Sequence[str]) -> Path:
+    """Returns folder, made and filled with one UTF-8 text file per text (p0.txt, p1.txt, ...)."""
+    folder.mkdir(parents=True)
+    for n, text in enumerate(texts):
+        (folder / f"p{n}.txt").write_text(text, encoding="utf-8")
+    return folder

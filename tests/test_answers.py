@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import write_texts
 
 from privatellm.answering import ABSTAIN
 from privatellm.citations import attribute, render
@@ -74,11 +75,7 @@ def _prompts(service: Service) -> list[str]:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for n, text in enumerate(PASSAGES):
-        (docs / f"p{n}.txt").write_text(text, encoding="utf-8")
-    return docs
+    return write_texts(tmp_path / "docs", PASSAGES)
 
 
 def test_weak_evidence_abstains_without_calling_the_model(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, run_cli
+from conftest import SAMPLES, run_cli, write_texts
 
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder
@@ -83,11 +83,7 @@ def test_supporting_span_is_the_sentence_closest_to_the_claims() -> None:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for n, text in enumerate(PASSAGES):
-        (docs / f"p{n}.txt").write_text(text, encoding="utf-8")
-    return docs
+    return write_texts(tmp_path / "docs", PASSAGES)
 
 
 def _service(tmp_path: Path, embedder: Embedder, **engine: object) -> Service:
