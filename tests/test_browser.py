@@ -106,7 +106,17 @@ def _show_page(page: Any, expander: Any) -> dict[str, int]:
     """Turns on the citation's "Show page" and returns the natural size of the page image."""
     from playwright.sync_api import expect
 
-    expander.get_by_text("Show page").click()
+    switch = expander.get_by_role("switch", name="Show page")
+    # A click that lands while the answer's run is still finishing can be lost in Streamlit's
+    # rerun (seen once under load in CI); a person would click again, and so does this.
+    for attempt in range(3):
+        expander.get_by_text("Show page").click()  # the label: it covers the input
+        try:
+            expect(switch).to_be_checked(timeout=20_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     image = expander.get_by_role("img").first
     expect(image).to_be_visible(timeout=60_000)
     page.wait_for_function(
