@@ -85,7 +85,8 @@ class Answerer:
         def finish(text: str) -> Answer:
             answer = self._generated(question, standalone, text, used, mode == "auto")
             if mode == "auto" and not self._lands(answer, standalone):
-                return self.quoted(question, standalone, found.hits)
+                # From the passages the reply lists, so that [n] means the same everywhere.
+                return self.quoted(question, standalone, used or found.hits)
             return answer
 
         pieces = until_repeated(self._model.generate(messages, sampling))
@@ -117,6 +118,7 @@ class Answerer:
         sentences = attribute(text, used, self._embedder, min_support, standalone)
         if supported_only:
             sentences = [s for s in sentences if s.cited]
+        unsupported = [s.text for s in sentences if not s.supported]
         return Answer(
             question,
             standalone,
@@ -124,7 +126,7 @@ class Answerer:
             citations(sentences, used),
             used,
             abstained=False,
-            unsupported=[s.text for s in sentences if not s.supported],
+            unsupported=unsupported,
         )
 
     @staticmethod
