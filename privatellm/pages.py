@@ -47,9 +47,10 @@ def document_page(record: DocumentRecord, page: int, highlight: Span | None = No
         data = path.read_bytes()
     except OSError as e:
         raise NotFoundError(f"{path.name}: the file is no longer readable ({e.strerror})") from e
-    if file_hash(data) != record.content_hash:
+    digest = file_hash(data)
+    if digest != record.content_hash:
         highlight = None  # changed since ingest: the stored offsets point at other text now
-    return render_page(data, page, highlight)
+    return _rendered(data, digest, page, highlight, None)
 
 
 def render_page(
@@ -58,7 +59,13 @@ def render_page(
     """Returns a PNG of page page_number (from 1) of a PDF, the characters highlight[0] to
     highlight[1] of text (default: the page text privatellm extracts) marked on it."""
     data = pdf if isinstance(pdf, bytes) else pdf.read_bytes()
-    digest = file_hash(data)
+    return _rendered(data, file_hash(data), page_number, highlight, text)
+
+
+def _rendered(
+    data: bytes, digest: str, page_number: int, highlight: Span | None, text: str | None
+) -> bytes:
+    """Returns render_page's PNG for a PDF whose hash the caller already knows."""
     if text is None and highlight is not None:
         text = _page_text(data, digest, page_number)
     passage = _passage(text or "", highlight)
