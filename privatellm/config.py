@@ -241,11 +241,11 @@ class AnswerSettings(_Section):
         0.42, ge=-1.0, le=1.0, description="Evidence threshold: best cosine similarity."
     )
     min_lexical: float = Field(
-        0.32,
+        0.41,
         ge=0.0,
         le=1.0,
-        description="Evidence threshold: share of the question's rare-word weight found in one "
-        "passage.",
+        description="Evidence threshold: share of the question's rare-word weight (question words "
+        "left out) found in one passage; decides where similarity does not (Chinese).",
     )
     min_support: float = Field(
         0.5,

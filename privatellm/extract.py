@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from privatellm.embeddings import Embedder
-from privatellm.lexical import tokenize
+from privatellm.lexical import question_terms, tokenize
 from privatellm.text import is_cjk, sentence_spans
 from privatellm.types import ScoredChunk
 
@@ -81,10 +81,13 @@ def best_quote(
 ) -> Quote | None:
     """Returns the quote that best answers question from passages, or None if none can."""
     candidates = _candidates(passages)
-    asked_terms = set(tokenize(question))
+    asked_terms = set(question_terms(question))
     if not candidates or not asked_terms:
         return None
     scores = _scores(question, asked_terms, candidates, embedder)
+    # A sentence that only restates the question (its question words too) says nothing new.
+    said = set(tokenize(question))
+    scores[[not (c.terms - said) for c in candidates]] = -np.inf
     best = int(np.argmax(scores))
     if not np.isfinite(scores[best]):
         return None
@@ -107,10 +110,11 @@ def _scores(
     candidates: Sequence[_Candidate],
     embedder: Embedder,
 ) -> np.ndarray:
-    """Returns one score per candidate; -inf for those that cannot answer."""
+    """Returns one score per candidate."""
     weight = _idf(candidates)
     total = sum(weight.get(t, max(weight.values(), default=1.0)) for t in asked_terms) or 1.0
-    overlap = np.array([sum(weight.get(t, 0.0) for t in c.terms & asked_terms) for c in candidates])
+    shared = [sum(weight.get(t, 0.0) for t in c.terms & asked_terms) for c in candidates]
+    overlap = np.array(shared, dtype=float)  # all 0 (ints) when no sentence shares a term
     overlap /= total
     neighbours = np.array([_neighbour_overlap(overlap, candidates, i) for i in range(len(overlap))])
     asked = asks_for(question)
@@ -121,8 +125,7 @@ def _scores(
     # The bundled embedding model reads English only (docs/EVALUATION.md).
     if SIMILARITY and not is_cjk(question):
         scores = scores + SIMILARITY * _similarity(question, texts, embedder)
-    says_more = np.array([bool(c.terms - asked_terms) for c in candidates])
-    return np.where(says_more, scores, -np.inf)
+    return scores
 
 
 def _idf(candidates: Sequence[_Candidate]) -> dict[str, float]:

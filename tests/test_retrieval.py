@@ -53,6 +53,17 @@ def test_coverage_separates_present_from_absent_rare_words() -> None:
     assert index.coverage("Who won the 2022 Nobel prize in chemistry?", 0) < 0.3
 
 
+def test_question_words_do_not_count_against_coverage() -> None:
+    # In a small corpus "如何" and "how" are rare, so their weight used to make a question the
+    # passage answers look unanswered.
+    index = _index(
+        {"a": ["按住复位键五秒即可重置路由器密码。", "Hold the reset button to restore defaults."]}
+    )
+    assert index.coverage("如何重置路由器的密码？", 0) == pytest.approx(1.0)
+    assert index.coverage("How do I restore the defaults?", 1) == pytest.approx(1.0)
+    assert index.coverage("如何更换路由器的天线？", 0) < 0.5
+
+
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     index = _index({"a": ["alpha beta", "gamma 中文"], "b": ["delta"]})
     index.save(tmp_path / "x.npz")
