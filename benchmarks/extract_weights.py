@@ -42,7 +42,8 @@ def main() -> None:
     for label, changes in VARIANTS.items():
         for name, value in {**defaults, **changes}.items():
             setattr(extract, name, value)
-        rows = report(evaluate(service, items, args.docs, args.collection, "hybrid", "extract"))
+        runs = evaluate(service, items, args.docs, args.collection, "hybrid", ["extract"])
+        rows = report(runs["extract"])
         got = {g: float(rows[g]["contains"] or 0.0) for g in GROUPS if g in rows}
         base = base or got
         cells = [f"{got[g]:.3f} ({got[g] - base[g]:+.3f})" for g in GROUPS if g in got]

@@ -82,16 +82,18 @@ class Answerer:
         engine = self._model.engine
         messages, used = build_messages(standalone, found.hits, engine, max_tokens, system)
 
-        def finish(text: str) -> Answer:
-            answer = self._generated(question, standalone, text, used, mode == "auto")
-            if mode == "auto" and not self._lands(answer, standalone):
+        def finish(text: str, as_mode: AnswerMode) -> Answer:
+            if as_mode == "extract":
+                return self.quoted(question, standalone, found.hits)
+            answer = self._generated(question, standalone, text, used, as_mode == "auto")
+            if as_mode == "auto" and not self._lands(answer, standalone):
                 # From the passages the reply lists, so that [n] means the same everywhere.
                 return self.quoted(question, standalone, used or found.hits)
             return answer
 
         pieces = until_repeated(self._model.generate(messages, sampling))
         prompt_tokens = sum(engine.count_tokens(m["content"]) for m in messages)
-        return Reply(pieces, finish, used, prompt_tokens)
+        return Reply(pieces, finish, mode, used, prompt_tokens)
 
     def quoted(self, question: str, standalone: str, passages: list[ScoredChunk]) -> Answer:
         """Returns the quote from passages that answers standalone, or an abstention if none
@@ -142,7 +144,7 @@ class Answerer:
 
 def _finished(answer: Answer) -> Reply:
     """Returns a reply that is already whole: its text in one piece, no model involved."""
-    return Reply(iter([answer.text]), lambda _text: answer, answer.passages, 0)
+    return Reply(iter([answer.text]), lambda _text, _mode: answer, None, answer.passages, 0)
 
 
 class Reply:
@@ -154,16 +156,18 @@ class Reply:
     def __init__(
         self,
         pieces: Iterator[str],
-        finish: Callable[[str], Answer],
+        finish: Callable[[str, AnswerMode], Answer],
+        mode: AnswerMode | None,
         passages: list[ScoredChunk],
         prompt_tokens: int,
     ) -> None:
         self._pieces = pieces
         self._finish = finish
+        self._mode = mode  # None: the answer needed no model and is the same in every mode
         self.passages = passages
         self.prompt_tokens = prompt_tokens
         self._text: list[str] = []
-        self._answer: Answer | None = None
+        self._answers: dict[AnswerMode | None, Answer] = {}
 
     def __iter__(self) -> Iterator[str]:
         for piece in self._pieces:
@@ -176,13 +180,18 @@ class Reply:
         if close is not None:
             close()
 
-    def answer(self) -> Answer:
-        """Returns the finished answer with citations (generating the rest of it if need be)."""
-        if self._answer is None:
+    def answer(self, mode: AnswerMode | None = None) -> Answer:
+        """Returns the finished answer with citations (generating the rest of it if need be).
+
+        mode finishes the same generated text as another answer mode would (evaluation compares
+        generate and auto without generating twice); default: the mode the reply was asked in.
+        """
+        mode = (mode or self._mode) if self._mode else None
+        if mode not in self._answers:
             for _ in self:
                 pass
-            self._answer = self._finish("".join(self._text))
-        return self._answer
+            self._answers[mode] = self._finish("".join(self._text), mode or "generate")
+        return self._answers[mode]
 
 
 def until_repeated(pieces: Iterator[str], min_chars: int = 12) -> Iterator[str]:

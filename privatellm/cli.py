@@ -504,6 +504,12 @@ def _repeatable(flag: str, name: str, choices: list[str], what: str) -> Callable
 @_repeatable("--mode", "modes", ["dense", "lexical", "hybrid"], "Retrieval mode(s)")
 @click.option("--retrieval-only", is_flag=True, help="Do not answer (fast).")
 @_repeatable("--answer", "answer_modes", ["auto", "generate", "extract"], "Answer mode(s)")
+@click.option(
+    "--per-dataset",
+    type=click.IntRange(1),
+    default=None,
+    help="Use up to N questions of each dataset, evenly (a stratified sample).",
+)
 @click.option("--sample", type=click.IntRange(1), default=None, help="Use N questions, evenly.")
 @click.option("--json", "as_json", is_flag=True, help="Print summaries and per-question rows.")
 @click.pass_obj
@@ -515,6 +521,7 @@ def eval_(
     modes: tuple[Mode, ...],
     retrieval_only: bool,
     answer_modes: tuple[AnswerMode, ...],
+    per_dataset: int | None,
     sample: int | None,
     as_json: bool,
 ) -> None:
@@ -526,22 +533,20 @@ def eval_(
     """
     from privatellm import evaluate
 
-    items = evaluate.sample(evaluate.load_items(qa_file), sample)
+    items = evaluate.sample(evaluate.stratified(evaluate.load_items(qa_file), per_dataset), sample)
     report = ctx.service.ingest([docs], collection, progress=_Bar(desc="ingest"))
     failed = len(report.paths("failed"))
     click.echo(f"{report.total_chunks} chunks in {collection!r}; {failed} files failed", err=True)
     summaries: dict[str, dict[str, dict[str, float | int | None]]] = {}
     rows: dict[str, object] = {}
-    answers: tuple[AnswerMode | None, ...] = answer_modes or (ctx.settings.answer.mode,)
-    if retrieval_only:
-        answers = (None,)
+    answers = () if retrieval_only else answer_modes or (ctx.settings.answer.mode,)
     for mode in modes or (ctx.settings.retrieval.mode,):
-        for answer in answers:
+        with _progress(len(items), unit="question", desc=mode) as bar:
+            runs = evaluate.evaluate(
+                ctx.service, items, docs, collection, mode, answers, bar.update
+            )
+        for answer, results in runs.items():
             run = f"{mode}/{answer}" if answer else mode
-            with _progress(len(items), unit="question", desc=run) as bar:
-                results = evaluate.evaluate(
-                    ctx.service, items, docs, collection, mode, answer, bar.update
-                )
             summaries[run] = evaluate.report(results)
             rows[run] = evaluate.to_json(results)
     if as_json:

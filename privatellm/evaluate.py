@@ -14,8 +14,8 @@ import re
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from privatellm.config import AnswerMode
     from privatellm.retrieval import Mode
     from privatellm.service import Service
+    from privatellm.types import Answer
 
 DEPTH = 10  # chunks retrieved per question: hit@1/3/5 and MRR@10 come from these
 
@@ -85,6 +86,18 @@ def sample(items: Sequence[Item], n: int | None) -> list[Item]:
         return list(items)
     step = len(items) / n
     return [items[int(i * step)] for i in range(n)]
+
+
+def stratified(items: Sequence[Item], per_dataset: int | None) -> list[Item]:
+    """Returns up to per_dataset items of each dataset, spread evenly over it (all of a smaller
+    one), in file order; every item when per_dataset is None."""
+    if not per_dataset:
+        return list(items)
+    datasets: dict[str, list[Item]] = {}
+    for item in items:
+        datasets.setdefault(item.dataset, []).append(item)
+    chosen = {item.id for group in datasets.values() for item in sample(group, per_dataset)}
+    return [item for item in items if item.id in chosen]
 
 
 @dataclass
@@ -159,13 +172,16 @@ def evaluate(
     docs: Path,
     collection: str,
     mode: Mode,
-    answer_mode: AnswerMode | None,
+    answer_modes: Sequence[AnswerMode] = (),
     progress: Callable[[int], object] = lambda _n: None,
-) -> list[Scored]:
-    """Returns each item's outcome, retrieving (and answering in answer_mode, unless it is
-    None) with the service."""
+) -> dict[AnswerMode | None, list[Scored]]:
+    """Returns each item's outcome per answer mode, retrieving with the service and answering in
+    each of answer_modes (none: retrieval only, under the key None).
+
+    generate and auto finish one generated text each their own way, so asking for both costs
+    one model call per question, and they are compared on the very same generation."""
     root = docs.absolute()
-    results = []
+    results: dict[AnswerMode | None, list[Scored]] = {m: [] for m in answer_modes or (None,)}
     for item in items:
         started = time.perf_counter()
         found = service.search(item.question, collection, DEPTH, mode)
@@ -173,7 +189,6 @@ def evaluate(
         hits = [(_relative(h.chunk.source, root), h.chunk.page) for h in found.hits]
         rank, page_hit = score_hits(item, hits)
         ev = found.evidence
-        abstained = abstains(found, service.settings.answer)
         scored = Scored(
             item.id,
             item.dataset,
@@ -181,29 +196,39 @@ def evaluate(
             item.answerable,
             rank,
             page_hit,
-            abstained,
+            abstains(found, service.settings.answer),
             seconds,
             None if ev.dense is None else round(ev.dense, 4),
             round(ev.lexical, 4),
         )
-        if answer_mode is not None:
-            _answer(service, item, collection, (mode, answer_mode), root, scored)
-        results.append(scored)
+        if not answer_modes:
+            results[None].append(scored)
+        for asked, answer, seconds in _answers(service, item, collection, mode, answer_modes):
+            results[asked].append(
+                _scored_answer(replace(scored, seconds=seconds), item, answer, root)
+            )
         progress(1)
     return results
 
 
-def _answer(
-    service: Service,
-    item: Item,
-    collection: str,
-    modes: tuple[Mode, AnswerMode],
-    root: Path,
-    scored: Scored,
-) -> None:
-    started = time.perf_counter()
-    result = service.ask(item.question, collection, mode=modes[0], answer_mode=modes[1]).answer()
-    scored.seconds = time.perf_counter() - started
+def _answers(
+    service: Service, item: Item, collection: str, mode: Mode, answer_modes: Sequence[AnswerMode]
+) -> Iterator[tuple[AnswerMode, Answer, float]]:
+    """Yields (answer mode, answer, seconds) for each of answer_modes, one model call serving
+    both generate and auto."""
+    reply = None
+    for asked in answer_modes:
+        started = time.perf_counter()
+        if reply is None or asked == "extract":
+            reply = service.ask(item.question, collection, mode=mode, answer_mode=asked)
+        answer = reply.answer(asked)
+        yield asked, answer, time.perf_counter() - started
+        if asked == "extract":
+            reply = None
+
+
+def _scored_answer(scored: Scored, item: Item, result: Answer, root: Path) -> Scored:
+    """Returns scored completed with how good result is as an answer to item."""
     scored.abstained = result.abstained
     scored.answer = result.text
     scored.kind = result.kind
@@ -216,6 +241,7 @@ def _answer(
             and (not item.gold_pages or c.page in item.gold_pages)
             for c in result.citations
         )
+    return scored
 
 
 def _relative(source: str, root: Path) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from privatellm.evaluate import Item, contains_answer, metrics, score_hits
+from privatellm.evaluate import Item, contains_answer, metrics, score_hits, stratified
 
 
 def _item(**kw: object) -> Item:
@@ -90,3 +90,10 @@ def test_eval_rejects_a_malformed_file(tmp_path: Path, fake_config: Path) -> Non
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_stratified_sample_takes_up_to_n_of_each_dataset() -> None:
+    items = [_item(id=f"a{n}", dataset="a") for n in range(10)] + [_item(id="b0", dataset="b")]
+    chosen = stratified(items, 3)
+    assert [i.id for i in chosen] == ["a0", "a3", "a6", "b0"]
+    assert stratified(items, None) == items

@@ -68,6 +68,14 @@ def test_a_sentence_that_only_restates_the_question_cannot_win(real_embedder: Em
     assert quote is not None and quote.text == "The tower stands in Paris."
 
 
+def test_a_question_no_sentence_shares_a_word_with_gets_a_quote_or_none(
+    real_embedder: Embedder,
+) -> None:
+    # Every overlap is 0 here (once a crash: numpy refused to divide an int array in place).
+    quote = best_quote("Xylophones?", _hits(PASSAGES), real_embedder)
+    assert quote is None or quote.n in (1, 2)
+
+
 def test_a_short_best_sentence_is_completed_by_the_next(real_embedder: Embedder) -> None:
     hits = _hits(["Height: 330 m. That is the height with antennas, measured in 2022."])
     quote = best_quote("What is the height?", hits, real_embedder, max_sentences=2)
@@ -148,3 +156,37 @@ def test_ask_json_reports_the_kind_and_the_quote_in_english_and_chinese(tmp_path
         assert expected in quote["text"] and expected in answer["answer"]
         cited = answer["citations"][0]
         assert cited["text"][quote["start"] : quote["end"]] == quote["text"]
+
+
+def test_one_generation_finishes_as_generate_and_as_auto(
+    tmp_path: Path, corpus: Path, real_embedder: Embedder
+) -> None:
+    script = ["Gustave Eiffel's company designed and built the tower [1]."]  # supported, no date
+    service = _service(tmp_path, real_embedder, script=script)  # one reply: a second call fails
+    service.ingest([corpus])
+    reply = service.ask("When was the Eiffel Tower completed?", answer_mode="auto")
+    assert reply.answer().kind == "quoted" and "1889" in reply.answer().text
+    assert (
+        reply.answer("generate").kind == "generated" and "Gustave" in reply.answer("generate").text
+    )
+    assert reply.answer("extract").kind == "quoted"
+
+
+def test_eval_compares_generate_and_auto_on_one_generation(
+    tmp_path: Path, corpus: Path, real_embedder: Embedder
+) -> None:
+    from privatellm.engines.fake import FakeEngine
+    from privatellm.evaluate import Item, evaluate
+
+    script = ["Gustave Eiffel's company designed and built the tower [1]."]
+    service = _service(tmp_path, real_embedder, script=script)
+    service.ingest([corpus])
+    item = Item("1", "When was the Eiffel Tower completed?", "1889", "p0.txt", frozenset(), "en",
+                "d", True)  # fmt: skip
+    runs = evaluate(service, [item], corpus, "default", "hybrid", ["generate", "auto", "extract"])
+    assert [r.kind for r in runs["generate"]] == ["generated"]
+    assert [r.contains for r in runs["generate"]] == [False]
+    assert [(r.kind, r.contains) for r in runs["auto"]] == [("quoted", True)]
+    assert [(r.kind, r.contains) for r in runs["extract"]] == [("quoted", True)]
+    engine = service.chat_model.engine
+    assert isinstance(engine, FakeEngine) and len(engine.prompts) == 1
