@@ -286,6 +286,10 @@ def _show(answer: Answer, streamed: str) -> None:
             page = f" p.{c.page}" if c.page else ""
             click.echo(f"  [{c.n}] {c.source}{page} ({c.score:.2f})")
             click.echo(f"      \u201c{' '.join(c.quote.split())}\u201d")
+        if answer.uncited:
+            click.echo("Also consulted (not cited):")
+            for n, hit in answer.uncited:
+                click.echo(f"  ({n}) {_where(hit)} ({hit.score:.2f})")
     else:
         click.echo("No passage supports this answer; passages consulted:")
         for n, hit in enumerate(answer.passages, start=1):

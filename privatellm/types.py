@@ -216,12 +216,22 @@ class Answer:
         """Returns what the user got: the model's words, a quote, or "the documents don't say"."""
         return "abstained" if self.abstained else "quoted" if self.quoted else "generated"
 
+    @property
+    def uncited(self) -> list[tuple[int, ScoredChunk]]:
+        """Returns the passages consulted that the answer does not cite, with their [n]."""
+        cited = {c.n for c in self.citations}
+        return [(n, p) for n, p in enumerate(self.passages, 1) if n not in cited]
+
     def to_json(self) -> dict[str, object]:
         """Returns the `privatellm ask --json` shape."""
         return {
             "answer": self.text,
             "answer_kind": self.kind,
             "citations": [c.to_json() for c in self.citations],
+            "consulted": [
+                {"n": n, "source": p.chunk.source, "page": p.chunk.page, "score": p.score}
+                for n, p in self.uncited
+            ],
             "abstained": self.abstained,
             "unsupported": self.unsupported,
             "question": self.standalone,

@@ -156,6 +156,14 @@ def test_ask_json_reports_the_kind_and_the_quote_in_english_and_chinese(tmp_path
         assert expected in quote["text"] and expected in answer["answer"]
         cited = answer["citations"][0]
         assert cited["text"][quote["start"] : quote["end"]] == quote["text"]
+        # the passages consulted but not cited are listed apart
+        assert answer["consulted"] and cited["n"] not in {p["n"] for p in answer["consulted"]}
+    shown = run_cli(
+        "--data-dir", data, "ask", "--answer", "extract", "4 比特量化可以把模型体积缩小到多少？"
+    )
+    assert shown.returncode == 0, shown.stderr
+    sources, consulted = shown.stdout.split("Sources:")[1].split("Also consulted (not cited):")
+    assert sources.count("[") == 1 and consulted.count("(") >= 1
 
 
 def test_one_generation_finishes_as_generate_and_as_auto(

@@ -426,9 +426,7 @@ def _show_answer(
     if answer.citations:
         for citation in answer.citations:
             _citation(citation, service, collection, f"{key}-{citation.n}")
-        cited = {c.n for c in answer.citations}
-        others = [p for n, p in enumerate(answer.passages, 1) if n not in cited]
-        _passages("Other passages consulted (not cited)", others)
+        _passages("Other passages consulted (not cited)", [p for _, p in answer.uncited])
     else:
         _passages("The answer cites no passage. Sources consulted", answer.passages)
     if answer.unsupported:
