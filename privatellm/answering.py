@@ -12,7 +12,7 @@ from privatellm.citations import attribute, citations, render
 from privatellm.config import AnswerMode, AnswerSettings
 from privatellm.embeddings import Embedder
 from privatellm.engines import DEFAULT, Message, Sampling
-from privatellm.extract import asks_for, best_quote, holds_asked
+from privatellm.extract import Quote, agrees, asks_for, best_quote, holds_asked
 from privatellm.gate import GatedModel
 from privatellm.prompts import build_messages, condense_messages
 from privatellm.retrieval import Retrieval
@@ -86,10 +86,15 @@ class Answerer:
             if as_mode == "extract":
                 return self.quoted(question, standalone, found.hits)
             answer = self._generated(question, standalone, text, used, as_mode == "auto")
-            if as_mode == "auto" and not self._lands(answer, standalone):
-                # From the passages the reply lists, so that [n] means the same everywhere.
-                return self.quoted(question, standalone, used or found.hits)
-            return answer
+            if as_mode == "generate":
+                return answer
+            # From the passages the reply lists, so that [n] means the same everywhere.
+            passages = used or found.hits
+            quote = self._quote(standalone, passages)
+            backed = quote is None or agrees(answer.text, quote, standalone)
+            if self._lands(answer, standalone) and backed:
+                return answer
+            return self._quoted(question, standalone, passages, quote)
 
         pieces = until_repeated(self._model.generate(messages, sampling))
         prompt_tokens = sum(engine.count_tokens(m["content"]) for m in messages)
@@ -98,8 +103,15 @@ class Answerer:
     def quoted(self, question: str, standalone: str, passages: list[ScoredChunk]) -> Answer:
         """Returns the quote from passages that answers standalone, or an abstention if none
         can (no model call)."""
+        return self._quoted(question, standalone, passages, self._quote(standalone, passages))
+
+    def _quote(self, standalone: str, passages: list[ScoredChunk]) -> Quote | None:
         limit = self._settings.max_quote_sentences
-        quote = best_quote(standalone, passages, self._embedder, limit)
+        return best_quote(standalone, passages, self._embedder, limit)
+
+    def _quoted(
+        self, question: str, standalone: str, passages: list[ScoredChunk], quote: Quote | None
+    ) -> Answer:
         if quote is None:
             return self._abstained(question, standalone, passages)
         cited = Citation.of(quote.n, passages[quote.n - 1], (quote.start, quote.end))

@@ -19,11 +19,14 @@ import numpy as np
 
 from privatellm.embeddings import Embedder
 from privatellm.lexical import question_terms, tokenize
-from privatellm.text import is_cjk, sentence_spans
+from privatellm.text import MARKERS, is_cjk, sentence_spans
 from privatellm.types import ScoredChunk
 
 # How much each signal counts; chosen on dev-set samples (docs/EVALUATION.md).
 OVERLAP, NEIGHBOURS, SIMILARITY, ASKED, RANK = 1.0, 0.0, 0.0, 0.25, 0.15
+# When auto keeps the model's words (benchmarks/auto_rule.py): at least AGREE of what they say
+# beyond the question is in the best quote, and they carry at least COVER of what it says.
+AGREE, COVER = 0.7, 0.3
 MIN_QUOTE_CHARS = 40  # a shorter best sentence ("Answer: 42.") is completed by the next one
 
 _NUMBER = re.compile(r"\d|[零一二三四五六七八九十百千万亿两]")
@@ -71,6 +74,18 @@ def holds_asked(text: str, asked: str | None) -> bool:
     if asked == "number":
         return bool(_NUMBER.search(text))
     return True
+
+
+def agrees(claim: str, quote: Quote, question: str) -> bool:
+    """Returns whether claim says what quote says: most of its words beyond the question's are
+    the quote's (it adds nothing the quote does not back) and it keeps a share of the quote's
+    own (it did not drop the part that answers)."""
+    asked = set(tokenize(question))
+    said = set(tokenize(MARKERS.sub(" ", claim))) - asked
+    quoted = set(tokenize(quote.text)) - asked
+    if not said or not quoted:
+        return False
+    return len(said & quoted) >= AGREE * len(said) and len(said & quoted) >= COVER * len(quoted)
 
 
 def best_quote(

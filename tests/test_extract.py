@@ -10,7 +10,7 @@ from conftest import SAMPLES, run_cli, write_texts
 
 from privatellm.config import Settings
 from privatellm.embeddings import Embedder
-from privatellm.extract import asks_for, best_quote, holds_asked, supporting_span
+from privatellm.extract import Quote, agrees, asks_for, best_quote, holds_asked, supporting_span
 from privatellm.service import Service
 from privatellm.text import sentence_spans
 from privatellm.types import Chunk, ScoredChunk
@@ -198,3 +198,24 @@ def test_eval_compares_generate_and_auto_on_one_generation(
     assert [(r.kind, r.contains) for r in runs["extract"]] == [("quoted", True)]
     engine = service.chat_model.engine
     assert isinstance(engine, FakeEngine) and len(engine.prompts) == 1
+
+
+def test_auto_quotes_when_the_model_says_something_else_than_the_best_quote(
+    tmp_path: Path, corpus: Path, real_embedder: Embedder
+) -> None:
+    # Supported by passage [1] and holding a date, yet not what the sentence that answers says.
+    script = ["The tower stands on the Champ de Mars in Paris, built by 1889 [1]."]
+    service = _service(tmp_path, real_embedder, script=script)
+    service.ingest([corpus])
+    reply = service.ask("When was the Eiffel Tower completed?", answer_mode="auto")
+    assert reply.answer("generate").kind == "generated" and reply.answer("generate").citations
+    answer = reply.answer()
+    assert answer.kind == "quoted" and answer.text.startswith("It was completed in 1889")
+
+
+def test_a_claim_agrees_with_a_quote_when_it_says_what_the_quote_says() -> None:
+    quote = Quote(1, 0, 46, "It was completed in 1889 for the World's Fair.", 1.0)
+    question = "When was the Eiffel Tower completed?"
+    assert agrees("The tower was completed in 1889 [1].", quote, question)
+    assert not agrees("It stands on the Champ de Mars in Paris since 1889 [1].", quote, question)
+    assert not agrees("The tower was completed [1].", quote, question)  # the answer dropped
