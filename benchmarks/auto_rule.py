@@ -16,7 +16,7 @@ from pathlib import Path
 
 from privatellm import extract
 from privatellm.answering import Reply
-from privatellm.config import load_settings
+from privatellm.config import AnswerMode, load_settings
 from privatellm.evaluate import Item, contains_answer, load_items, stratified
 from privatellm.service import Service
 
@@ -41,9 +41,10 @@ def main() -> None:
     print(f"\n{len(replies)} answered of {len(items)} short-answer questions")
     print("| rule | contains | model's words kept |")
     print("|---|---:|---:|")
-    for label, mode in (("generate", "generate"), ("extract", "extract")):
+    bounds: tuple[AnswerMode, ...] = ("generate", "extract")
+    for mode in bounds:
         got = [contains_answer(i, r.answer(mode).text) for i, r in replies]
-        print(f"| {label} | {sum(got) / len(got):.3f} | – |")
+        print(f"| {mode} | {sum(got) / len(got):.3f} | – |")
     for agree, cover in GRID:
         extract.AGREE, extract.COVER = agree, cover
         kept = hits = 0

@@ -19,6 +19,7 @@ corpus the thresholds never saw can expect; the printed defaults are chosen on e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +93,8 @@ def main() -> None:
         group = [r for r in rows if r["lang"] == lang]
         key = signal(group)
         print(f"{lang}: {key} decides")
-        for line in leave_one_out(group, key, lambda rs, k=key: choose(rs, k, args.answered)):
+        pick = functools.partial(choose, key=key, answered=args.answered)
+        for line in leave_one_out(group, key, pick):
             print(line)
         threshold = choose(group, key, args.answered)
         d, a = rates(group, key, threshold)

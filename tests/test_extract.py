@@ -51,7 +51,7 @@ def test_what_the_question_asks_for() -> None:
 
 def test_extract_quotes_the_sentence_that_answers(real_embedder: Embedder) -> None:
     hits = _hits(PASSAGES)
-    quote = best_quote("When was the Eiffel Tower completed?", hits, real_embedder)
+    quote = best_quote(WHEN, hits, real_embedder)
     assert quote is not None and quote.n == 1
     assert quote.text == "It was completed in 1889 for the World's Fair."
     assert PASSAGES[0][quote.start : quote.end] == quote.text  # offsets into the passage
@@ -94,15 +94,21 @@ def corpus(tmp_path: Path) -> Path:
     return write_texts(tmp_path / "docs", PASSAGES)
 
 
-def _service(tmp_path: Path, embedder: Embedder, **engine: object) -> Service:
-    settings = Settings(data_dir=tmp_path / "data", engine={"kind": "fake", **engine})  # type: ignore[arg-type]
-    return Service(settings, embedder=embedder)
+WHEN = "When was the Eiffel Tower completed?"
+
+
+def _service(tmp_path: Path, embedder: Embedder, corpus: Path, script: list[str]) -> Service:
+    """Returns a service over corpus whose model gives the scripted replies, then fails."""
+    engine = {"kind": "fake", "script": script}
+    settings = Settings(data_dir=tmp_path / "data", engine=engine)  # type: ignore[arg-type]
+    service = Service(settings, embedder=embedder)
+    service.ingest([corpus])
+    return service
 
 
 def test_extract_calls_no_model(tmp_path: Path, corpus: Path, real_embedder: Embedder) -> None:
-    service = _service(tmp_path, real_embedder, script=[])  # a model call would fail
-    service.ingest([corpus])
-    answer = service.ask("When was the Eiffel Tower completed?", answer_mode="extract").answer()
+    service = _service(tmp_path, real_embedder, corpus, [])  # a model call would fail
+    answer = service.ask(WHEN, answer_mode="extract").answer()
     assert answer.kind == "quoted" and answer.text.endswith("[1]") and "1889" in answer.text
     assert [c.quote for c in answer.citations] == ["It was completed in 1889 for the World's Fair."]
 
@@ -110,9 +116,8 @@ def test_extract_calls_no_model(tmp_path: Path, corpus: Path, real_embedder: Emb
 def test_auto_keeps_a_supported_answer(
     tmp_path: Path, corpus: Path, real_embedder: Embedder
 ) -> None:
-    service = _service(tmp_path, real_embedder, script=["The tower was completed in 1889 [1]."])
-    service.ingest([corpus])
-    answer = service.ask("When was the Eiffel Tower completed?", answer_mode="auto").answer()
+    service = _service(tmp_path, real_embedder, corpus, ["The tower was completed in 1889 [1]."])
+    answer = service.ask(WHEN, answer_mode="auto").answer()
     assert answer.kind == "generated" and answer.text == "The tower was completed in 1889 [1]."
     assert "1889" in answer.citations[0].quote  # the span of [1] that backs it
 
@@ -121,9 +126,8 @@ def test_auto_quotes_when_the_model_says_nothing_supported(
     tmp_path: Path, corpus: Path, real_embedder: Embedder
 ) -> None:
     script = ["The answer to this question is: the answer to this question is"]
-    service = _service(tmp_path, real_embedder, script=script)
-    service.ingest([corpus])
-    answer = service.ask("When was the Eiffel Tower completed?", answer_mode="auto").answer()
+    service = _service(tmp_path, real_embedder, corpus, script)
+    answer = service.ask(WHEN, answer_mode="auto").answer()
     assert answer.kind == "quoted" and "1889" in answer.text
 
 
@@ -131,13 +135,11 @@ def test_auto_quotes_when_the_answer_lacks_the_asked_date(
     tmp_path: Path, corpus: Path, real_embedder: Embedder
 ) -> None:
     script = ["Gustave Eiffel's company designed and built the tower [1]."]  # supported, no date
-    service = _service(tmp_path, real_embedder, script=script)
-    service.ingest([corpus])
-    answer = service.ask("When was the Eiffel Tower completed?", answer_mode="auto").answer()
+    service = _service(tmp_path, real_embedder, corpus, script)
+    answer = service.ask(WHEN, answer_mode="auto").answer()
     assert answer.kind == "quoted" and "1889" in answer.text
-    generate = _service(tmp_path / "g", real_embedder, script=script)
-    generate.ingest([corpus])
-    kept = generate.ask("When was the Eiffel Tower completed?", answer_mode="generate").answer()
+    generate = _service(tmp_path / "g", real_embedder, corpus, script)
+    kept = generate.ask(WHEN, answer_mode="generate").answer()
     assert kept.kind == "generated" and "Gustave" in kept.text  # generate keeps the model's
 
 
@@ -170,9 +172,8 @@ def test_one_generation_finishes_as_generate_and_as_auto(
     tmp_path: Path, corpus: Path, real_embedder: Embedder
 ) -> None:
     script = ["Gustave Eiffel's company designed and built the tower [1]."]  # supported, no date
-    service = _service(tmp_path, real_embedder, script=script)  # one reply: a second call fails
-    service.ingest([corpus])
-    reply = service.ask("When was the Eiffel Tower completed?", answer_mode="auto")
+    service = _service(tmp_path, real_embedder, corpus, script)  # one reply: a second call fails
+    reply = service.ask(WHEN, answer_mode="auto")
     assert reply.answer().kind == "quoted" and "1889" in reply.answer().text
     assert (
         reply.answer("generate").kind == "generated" and "Gustave" in reply.answer("generate").text
@@ -187,9 +188,8 @@ def test_eval_compares_generate_and_auto_on_one_generation(
     from privatellm.evaluate import Item, evaluate
 
     script = ["Gustave Eiffel's company designed and built the tower [1]."]
-    service = _service(tmp_path, real_embedder, script=script)
-    service.ingest([corpus])
-    item = Item("1", "When was the Eiffel Tower completed?", "1889", "p0.txt", frozenset(), "en",
+    service = _service(tmp_path, real_embedder, corpus, script)
+    item = Item("1", WHEN, "1889", "p0.txt", frozenset(), "en",
                 "d", True)  # fmt: skip
     runs = evaluate(service, [item], corpus, "default", "hybrid", ["generate", "auto", "extract"])
     assert [r.kind for r in runs["generate"]] == ["generated"]
@@ -205,9 +205,8 @@ def test_auto_quotes_when_the_model_says_something_else_than_the_best_quote(
 ) -> None:
     # Supported by passage [1] and holding a date, yet not what the sentence that answers says.
     script = ["The tower stands on the Champ de Mars in Paris, built by 1889 [1]."]
-    service = _service(tmp_path, real_embedder, script=script)
-    service.ingest([corpus])
-    reply = service.ask("When was the Eiffel Tower completed?", answer_mode="auto")
+    service = _service(tmp_path, real_embedder, corpus, script)
+    reply = service.ask(WHEN, answer_mode="auto")
     assert reply.answer("generate").kind == "generated" and reply.answer("generate").citations
     answer = reply.answer()
     assert answer.kind == "quoted" and answer.text.startswith("It was completed in 1889")
@@ -215,7 +214,7 @@ def test_auto_quotes_when_the_model_says_something_else_than_the_best_quote(
 
 def test_a_claim_agrees_with_a_quote_when_it_says_what_the_quote_says() -> None:
     quote = Quote(1, 0, 46, "It was completed in 1889 for the World's Fair.", 1.0)
-    question = "When was the Eiffel Tower completed?"
+    question = WHEN
     assert agrees("The tower was completed in 1889 [1].", quote, question)
     assert not agrees("It stands on the Champ de Mars in Paris since 1889 [1].", quote, question)
     assert not agrees("The tower was completed [1].", quote, question)  # the answer dropped
