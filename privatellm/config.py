@@ -29,6 +29,7 @@ ENV_PREFIX = "PRIVATELLM_"
 BUNDLED_PREFIX = "bundled:"  # a model that ships inside a Python package, not a path
 BUNDLED_EMBEDDING = f"{BUNDLED_PREFIX}all-MiniLM-L6-v2"
 BUNDLED_LLM = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
+PROMPT_TOKENS = 240  # answer.prompt_tokens, also build_messages' default
 # Marks a field whose value `privatellm config` (to_yaml) must not print: Field(json_schema_extra=)
 SECRET: dict[str, Any] = {"secret": True}
 
@@ -265,6 +266,14 @@ class AnswerSettings(_Section):
     )
     max_quote_sentences: int = Field(
         2, ge=1, le=5, description="Longest quote, in sentences (extract and auto)."
+    )
+    prompt_tokens: int = Field(
+        PROMPT_TOKENS,
+        ge=0,
+        description="Most tokens the passages may take in the model's prompt (generate and "
+        "auto), each cut to its sentences around the ones that share the question's words; 0 "
+        "gives whole passages while the context window holds them. Fewer tokens, sooner first "
+        "token: 240 keeps it under 2 s with the bundled model on 2 cores (docs/BENCHMARKS.md).",
     )
 
 

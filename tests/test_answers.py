@@ -97,7 +97,7 @@ def test_answer_cites_the_passage_the_model_marked(fake_settings: Settings, corp
     answer = reply.answer()
     assert not answer.abstained
     assert [Path(c.source).name for c in answer.citations] == ["p2.txt"]
-    assert _prompts(service)[0].startswith("[1] Mount Everest")
+    assert "\n\n[1] Mount Everest" in _prompts(service)[0]  # after the instruction
 
 
 def test_follow_up_is_rewritten_before_retrieval(fake_settings: Settings, corpus: Path) -> None:
