@@ -80,7 +80,10 @@ class Answerer:
             return _finished(self.quoted(question, standalone, found.hits))
         max_tokens = sampling.resolve(self._model.settings).max_tokens
         engine = self._model.engine
-        messages, used = build_messages(standalone, found.hits, engine, max_tokens, system)
+        passage_tokens = self._settings.prompt_tokens
+        messages, used = build_messages(
+            standalone, found.hits, engine, max_tokens, system, passage_tokens
+        )
 
         def finish(text: str, as_mode: AnswerMode) -> Answer:
             if as_mode == "extract":

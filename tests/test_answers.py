@@ -218,3 +218,25 @@ def test_an_abandoned_answer_frees_the_model(fake_settings: Settings, corpus: Pa
     assert _fake(service).active == 0
     second = service.ask("When was the Eiffel Tower completed?")
     assert "".join(second) == TOWER
+
+
+def test_the_prompt_budget_setting_reaches_the_prompt(
+    fake_settings: Settings, tmp_path: Path
+) -> None:
+    filler = " ".join(f"Filler sentence number {n} says nothing." for n in range(60))
+    docs = write_texts(
+        tmp_path / "long", [f"{filler} Mount Everest is 8,849 metres high. {filler}"]
+    )
+    prompts = []
+    for budget in (0, 80):
+        answer = fake_settings.answer.model_copy(update={"prompt_tokens": budget, "abstain": False})
+        settings = fake_settings.model_copy(
+            update={"answer": answer, "data_dir": tmp_path / f"d{budget}"}
+        )
+        service = _scripted(settings, "Mount Everest is 8,849 metres high [1].")
+        service.ingest([docs])
+        service.ask("How high is Mount Everest?", answer_mode="generate").answer()
+        prompts.append(_prompts(service)[0])
+    whole, cut = prompts
+    assert "8,849 metres" in whole and "8,849 metres" in cut  # cut around what is asked
+    assert "number 0 says" in whole and len(cut) < len(whole) / 3

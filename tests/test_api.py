@@ -410,7 +410,8 @@ def test_no_key_configured_means_no_auth(client: TestClient) -> None:
 # -- concurrency -------------------------------------------------------------------------------
 
 
-TOWER = "The tower was finished in 1889 [1]."
+# Says what the passage's answering sentence says, so auto (the default) keeps these words.
+TOWER = "The Eiffel Tower was completed in 1889 for the World's Fair [1]."
 
 
 def _slow(tmp_path: Path, replies: int, delay_seconds: float, **engine: object) -> Service:
