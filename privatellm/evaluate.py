@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from privatellm.answering import abstains
+from privatellm.answering import Reply, abstains
 from privatellm.errors import ConfigError
 from privatellm.text import CJK, MARKERS
 
@@ -215,16 +215,22 @@ def _answers(
     service: Service, item: Item, collection: str, mode: Mode, answer_modes: Sequence[AnswerMode]
 ) -> Iterator[tuple[AnswerMode, Answer, float]]:
     """Yields (answer mode, answer, seconds) for each of answer_modes, one model call serving
-    both generate and auto."""
-    reply = None
+    both generate and auto (each is timed as if it had made that call itself)."""
+    generated: tuple[Reply, float] | None = None
     for asked in answer_modes:
         started = time.perf_counter()
-        if reply is None or asked == "extract":
-            reply = service.ask(item.question, collection, mode=mode, answer_mode=asked)
+        if asked == "extract" or generated is None:
+            reply, earlier = (
+                service.ask(item.question, collection, mode=mode, answer_mode=asked),
+                0.0,
+            )
+        else:
+            reply, earlier = generated
         answer = reply.answer(asked)
-        yield asked, answer, time.perf_counter() - started
-        if asked == "extract":
-            reply = None
+        seconds = time.perf_counter() - started + earlier
+        if asked != "extract" and generated is None:
+            generated = (reply, seconds)
+        yield asked, answer, seconds
 
 
 def _scored_answer(scored: Scored, item: Item, result: Answer, root: Path) -> Scored:
