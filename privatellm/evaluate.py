@@ -219,13 +219,9 @@ def _answers(
     generated: tuple[Reply, float] | None = None
     for asked in answer_modes:
         started = time.perf_counter()
-        if asked == "extract" or generated is None:
-            reply, earlier = (
-                service.ask(item.question, collection, mode=mode, answer_mode=asked),
-                0.0,
-            )
-        else:
-            reply, earlier = generated
+        reply, earlier = generated if generated and asked != "extract" else (None, 0.0)
+        if reply is None:
+            reply = service.ask(item.question, collection, mode=mode, answer_mode=asked)
         answer = reply.answer(asked)
         seconds = time.perf_counter() - started + earlier
         if asked != "extract" and generated is None:
