@@ -158,6 +158,7 @@ def test_answer_modes_report_what_the_user_got_and_the_quoted_span(loaded: TestC
     )
     last = [e for e in _sse(streamed.text) if e["choices"][0].get("finish_reason")][-1]
     assert last["choices"][0]["answer_kind"] == "quoted"  # type: ignore[index]
+    assert "1889" in last["choices"][0]["text"]  # type: ignore[index]  # the finished answer
     bad = loaded.post("/v1/chat/completions", json={**question, "answer_mode": "guess"})
     assert bad.status_code == 422 and "answer_mode" in bad.json()["error"]["message"]
 

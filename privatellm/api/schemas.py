@@ -182,7 +182,9 @@ class OpenAIChoice(BaseModel):
     message: OpenAIMessage | None = None
     delta: OpenAIDelta | None = None
     text: str | None = Field(
-        default=None, description="The answer again, for OpenAI completions clients."
+        default=None,
+        description="The answer again, for OpenAI completions clients; on a stream's last chunk, "
+        "the finished answer (auto may have quoted instead of the words streamed).",
     )
     sources: list[Chunk] | None = Field(
         default=None, description="Passages given to the model: [n] in the answer is sources[n-1]."

@@ -37,8 +37,15 @@ def completion_events(
     for piece in pieces:
         delta = s.OpenAIChoice(delta=s.OpenAIDelta(content=piece), sources=sources)
         yield _event(_chunk(model, completion_id, delta))
+    answer = finish()
+    # The finished text too: auto may quote instead of the words streamed, or keep only some.
+    text = answer.text if answer is not None else None
     last = s.OpenAIChoice(
-        delta=s.OpenAIDelta(), finish_reason="stop", sources=sources, **answer_fields(finish())
+        delta=s.OpenAIDelta(),
+        finish_reason="stop",
+        sources=sources,
+        text=text,
+        **answer_fields(answer),
     )
     yield _event(_chunk(model, completion_id, last))
     yield "data: [DONE]\n\n"
