@@ -13,6 +13,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from privatellm.errors import (
     LoaderError,
     UnsupportedFormatError,
 )
+from privatellm.mail import load_eml
+from privatellm.office import ensure_ooxml, load_pptx, load_xlsx
 from privatellm.types import Document, Page
 
 # Byte-order marks decide the encoding outright; checked longest first.
@@ -149,6 +152,7 @@ def _pdf_page_text(page: Any) -> str:
 def load_docx(path: Path, data: bytes) -> list[Page]:
     import docx
 
+    ensure_ooxml(path, data)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as e:  # python-docx raises bare zipfile/KeyError/ValueError errors
@@ -227,6 +231,10 @@ LOADERS: dict[str, Loader] = {
     ".csv": load_csv,
     ".json": load_json,
     ".epub": load_epub,
+    ".pptx": load_pptx,
+    ".xlsx": load_xlsx,
+    # mail sits below this module (imports run one way): it is handed the text rules here
+    ".eml": partial(load_eml, decode=decode_text, html_to_text=_html_to_text),
 }
 
 
