@@ -61,6 +61,7 @@ class Chunker:
             start = -1
             for piece in self._splitter.split_text(page.text):
                 start = page.text.find(piece, start + 1)
+                end = start + len(piece)
                 chunks.append(
                     Chunk(
                         id=chunk_id(document.doc_id, len(chunks)),
@@ -69,8 +70,9 @@ class Chunker:
                         page=page.page,
                         index=len(chunks),
                         start=start,
-                        end=start + len(piece),
+                        end=end,
                         text=piece,
+                        boxes=tuple(b for b in page.boxes if b[0] < end and b[1] > start),
                     )
                 )
         return chunks

@@ -96,8 +96,12 @@ def _summarise(report: IngestReport, collection: str, seconds: float) -> None:
     for o in report.outcomes:
         if o.outcome in ("failed", "skipped", "duplicate"):
             click.echo(f"{o.outcome:9} {o.path}: {o.detail}", err=True)
-        elif o.detail:
-            click.echo(f"warning   {o.path}: {o.detail}", err=True)
+            continue
+        ocr = f"{o.ocr_pages} of {o.pages} page(s) read by OCR" if o.ocr_pages else ""
+        if o.detail:
+            click.echo(f"warning   {o.path}: {'; '.join(filter(None, [ocr, o.detail]))}", err=True)
+        elif ocr:
+            click.echo(f"{o.outcome:9} {o.path}: {ocr}", err=True)
     counts = {kind: len(report.paths(kind)) for kind in OUTCOMES}
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
     click.echo(
@@ -125,7 +129,8 @@ def _progress(total: int, transient: bool = False, **options: Any) -> tqdm[Any]:
 
 
 class _Bar:
-    """A live progress bar on stderr: files done, chunks written, chunks per second."""
+    """A live progress bar on stderr: files done, chunks written, chunks per second, pages
+    read by OCR (when there are any)."""
 
     def __init__(self, desc: str | None = None) -> None:
         self._desc = desc
@@ -133,12 +138,17 @@ class _Bar:
     def start(self, total: int) -> None:
         self._bar = _progress(total, transient=True, unit="file", desc=self._desc)
         self._chunks = 0
+        self._ocr_pages = 0
         self._started = time.perf_counter()
 
-    def advance(self, files: int, chunks: int) -> None:
+    def advance(self, files: int, chunks: int, ocr_pages: int = 0) -> None:
         self._chunks += chunks
+        self._ocr_pages += ocr_pages
         rate = self._chunks / max(time.perf_counter() - self._started, 1e-9)
-        self._bar.set_postfix(chunks=self._chunks, chunks_per_s=f"{rate:.0f}", refresh=False)
+        shown: dict[str, object] = {"chunks": self._chunks, "chunks_per_s": f"{rate:.0f}"}
+        if self._ocr_pages:
+            shown["ocr_pages"] = self._ocr_pages
+        self._bar.set_postfix(shown, refresh=False)
         self._bar.update(files)
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from privatellm.errors import ConfigError, first_invalid
+from privatellm.types import Reading
 
 ENV_PREFIX = "PRIVATELLM_"
 BUNDLED_PREFIX = "bundled:"  # a model that ships inside a Python package, not a path
@@ -91,6 +92,35 @@ class IngestSettings(_Section):
         le=64,
         description="Parser processes running beside the embedder; 0 parses in the main process.",
     )
+    ocr: Literal["auto", "always", "off"] = Field(
+        "auto",
+        description="OCR (text recognition in page images): auto reads a PDF page by OCR when "
+        "its text layer is empty or too thin for a page covered by images (a scan), always "
+        "OCRs every PDF page, off never does (images are still read).",
+    )
+    ocr_page_timeout_s: float = Field(
+        60, ge=0, description="A page whose OCR takes longer is reported and skipped (0: no limit)."
+    )
+    ocr_max_pages: int = Field(
+        1000,
+        ge=1,
+        description="Image files with more pages (multi-page TIFF) are refused with a message.",
+    )
+    tables: bool = Field(
+        False,
+        description="Write PDF tables as rows that keep their column headers, after the page text.",
+    )
+
+    def reading(self) -> Reading:
+        """Returns what loaders need of these settings, one OCR thread share per parser."""
+        threads = max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        return Reading(
+            ocr=self.ocr,
+            ocr_page_timeout_s=self.ocr_page_timeout_s,
+            ocr_max_pages=self.ocr_max_pages,
+            ocr_threads=threads,
+            tables=self.tables,
+        )
 
 
 class StoreSettings(_Section):

@@ -113,7 +113,7 @@ class _Silent:
     def start(self, total: int) -> None:
         pass
 
-    def advance(self, files: int, chunks: int) -> None:
+    def advance(self, files: int, chunks: int, ocr_pages: int = 0) -> None:
         pass
 
     def close(self) -> None:
@@ -220,9 +220,14 @@ class Ingestor:
             record = self._store(item, vectors[offset : offset + n])
             offset += n
             outcome: Outcome = "updated" if item.replaces else "added"
-            detail = "; ".join(item.document.warnings)
-            report.outcomes.append(FileOutcome(record.source, outcome, detail, n, record.id))
-            bar.advance(1, n)
+            document = item.document
+            detail = "; ".join(document.warnings)
+            report.outcomes.append(
+                FileOutcome(
+                    record.source, outcome, detail, n, record.id, record.pages, document.ocr_pages
+                )
+            )
+            bar.advance(1, n, document.ocr_pages)
 
     def _store(self, item: _Pending, vectors: NDArray[np.float32]) -> DocumentRecord:
         document = item.document

@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import json
-import logging
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -20,13 +19,14 @@ from typing import Any
 from privatellm.errors import (
     CorruptDocumentError,
     EmptyDocumentError,
-    EncryptedDocumentError,
     LoaderError,
     UnsupportedFormatError,
 )
+from privatellm.images import SUFFIXES, load_image
 from privatellm.mail import load_eml
 from privatellm.office import ensure_ooxml, load_pptx, load_xlsx
-from privatellm.types import Document, Page
+from privatellm.pdf import load_pdf
+from privatellm.types import DEFAULT_READING, Document, Page, Reading
 
 # Byte-order marks decide the encoding outright; checked longest first.
 _BOMS = [
@@ -119,36 +119,6 @@ def load_html(path: Path, data: bytes) -> list[Page]:
     return [Page(text=_html_to_text(data))]
 
 
-def load_pdf(path: Path, data: bytes) -> list[Page]:
-    from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise EncryptedDocumentError(f"{path.name}: PDF is password-protected")
-        pages = []
-        for number, page in enumerate(reader.pages, start=1):
-            pages.append(Page(text=_pdf_page_text(page), page=number))
-    except FileNotDecryptedError as e:
-        raise EncryptedDocumentError(f"{path.name}: PDF is password-protected") from e
-    except (PdfReadError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-        raise CorruptDocumentError(f"{path.name}: not a readable PDF ({_short(e)})") from e
-    if not any(p.text.strip() for p in pages):
-        raise EmptyDocumentError(
-            f"{path.name}: no text layer in {len(pages)} page(s) (scanned PDF?): needs OCR"
-        )
-    return pages
-
-
-def _pdf_page_text(page: Any) -> str:
-    # One damaged page should not cost the whole document.
-    try:
-        return str(page.extract_text() or "")
-    except Exception:
-        return ""
-
-
 def load_docx(path: Path, data: bytes) -> list[Page]:
     import docx
 
@@ -216,9 +186,12 @@ def load_epub(path: Path, data: bytes) -> list[Page]:
 
 
 Loader = Callable[[Path, bytes], list[Page]]
+# Formats read page by page, by OCR where a page has no text: they take the reading settings.
+ReadingLoader = Callable[[Path, bytes, Reading], list[Page]]
+
+READERS: dict[str, ReadingLoader] = {".pdf": load_pdf, **dict.fromkeys(SUFFIXES, load_image)}
 
 LOADERS: dict[str, Loader] = {
-    ".pdf": load_pdf,
     ".txt": load_text,
     ".text": load_text,
     ".md": load_text,
@@ -245,12 +218,13 @@ def _short(error: BaseException) -> str:
 
 def suffixes() -> list[str]:
     """Returns the file extensions privatellm reads, without dots."""
-    return [suffix.lstrip(".") for suffix in LOADERS]
+    return [suffix.lstrip(".") for suffix in [*READERS, *LOADERS]]
 
 
 def supported(path: Path) -> bool:
     """Returns whether a loader exists for the file's extension."""
-    return path.suffix.lower() in LOADERS
+    suffix = path.suffix.lower()
+    return suffix in READERS or suffix in LOADERS
 
 
 def file_hash(data: bytes) -> str:
@@ -278,13 +252,35 @@ def read_file(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def parse(path: Path, data: bytes, source: str, max_line_chars: int) -> Document:
+def parse(
+    path: Path, data: bytes, source: str, max_line_chars: int, reading: Reading = DEFAULT_READING
+) -> Document:
     """Returns the document in a file's bytes, or raises a LoaderError saying why not."""
-    pages = LOADERS[path.suffix.lower()](path, data)
+    suffix = path.suffix.lower()
+    if suffix in READERS:
+        pages = READERS[suffix](path, data, reading)
+    else:
+        pages = LOADERS[suffix](path, data)
     _check_lines(path, pages, max_line_chars)
-    document = Document(source=source, content_hash=file_hash(data), pages=pages)
+    document = Document(
+        source=source, content_hash=file_hash(data), pages=pages, warnings=_page_notes(pages)
+    )
     _check_has_text(path, document)
     return document
+
+
+def _page_notes(pages: list[Page]) -> list[str]:
+    """Returns one warning per kind of page trouble, naming its pages."""
+    by_note: dict[str, list[str]] = {}
+    for page in pages:
+        if page.note:
+            by_note.setdefault(page.note, []).append(str(page.page))
+    return [f"{_pages_named(numbers)}: {note}" for note, numbers in by_note.items()]
+
+
+def _pages_named(numbers: list[str]) -> str:
+    shown = ", ".join(numbers[:5]) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    return f"page{'s' if len(numbers) > 1 else ''} {shown}"
 
 
 def _check_lines(path: Path, pages: list[Page], max_line_chars: int) -> None:
@@ -301,14 +297,13 @@ def _check_lines(path: Path, pages: list[Page], max_line_chars: int) -> None:
 
 def _check_has_text(path: Path, document: Document) -> None:
     if not any(page.text.strip() for page in document.pages):
+        if any(page.ocr for page in document.pages) and path.suffix.lower() == ".pdf":
+            raise EmptyDocumentError(
+                f"{path.name}: no text found, not even by OCR ({len(document.pages)} page(s))"
+            )
         raise EmptyDocumentError(f"{path.name}: no text to index")
-    empty = [p.page for p in document.pages if p.page is not None and not p.text.strip()]
+    empty = [
+        p.page for p in document.pages if p.page is not None and not p.text.strip() and not p.note
+    ]
     if empty and path.suffix.lower() == ".pdf":
-        document.warnings.append(
-            f"{len(empty)} of {len(document.pages)} pages have no text layer (scanned?): "
-            "they need OCR"
-        )
-
-
-# pypdf reports recoverable damage through logging; we report per file instead.
-logging.getLogger("pypdf").setLevel(logging.ERROR)
+        document.warnings.append(f"{len(empty)} of {len(document.pages)} pages have no text")

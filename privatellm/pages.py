@@ -1,9 +1,12 @@
-"""Pages: a PDF page rendered to PNG, with a cited passage marked on it.
+"""Pages: a PDF page or an image rendered to PNG, with a cited passage marked on it.
 
-Chunk offsets point into the page text pypdf extracted at ingest (`loaders.load_pdf`); pdfium,
-which draws the page and knows where each character sits, extracts the same page differently
-(other whitespace, ligatures, line breaks). So the passage is found by its text: both sides are
-compared without whitespace and case, exactly first, then by the longest runs they share.
+Chunk offsets point into the page text stored at ingest (`pdf.load_pdf`, with table rows after
+the text); pdfium's character index for drawing can differ from that text (whitespace,
+ligatures, line breaks). So the passage is found by its text: both sides are compared without
+whitespace and case, exactly first, then by the longest runs they share.
+
+An OCR'd page (a scan, a photo) has no characters to find: its chunks carry the boxes of the
+recognised lines, and the lines the passage overlaps are marked.
 """
 
 from __future__ import annotations
@@ -14,19 +17,28 @@ import io
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privatellm.errors import ConfigError, CorruptDocumentError, LoaderError, NotFoundError
-from privatellm.loaders import file_hash, load_pdf
-from privatellm.types import DocumentRecord
+from privatellm.images import SUFFIXES as IMAGE_SUFFIXES
+from privatellm.loaders import file_hash
+from privatellm.pdf import load_pdf
+from privatellm.types import Box, DocumentRecord, Reading
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 MAX_WIDTH = 1600  # pixels: wide enough to read a page's small print, small enough to send
 MAX_SCALE = 2.0  # pixels per PDF point: an A4 page becomes 1190 pixels wide
 HIGHLIGHT = (255, 213, 0, 110)  # translucent yellow: the text under it stays readable
 MIN_RUN = 4  # shared runs shorter than this are chance matches, not the passage
 MIN_COVERED = 0.5  # the runs found must cover this share of the passage to be shown
+
+# The stored page text of a PDF, as ingest wrote it before any table rows: enough to find a passage.
+_TEXT_ONLY = Reading(ocr="off", tables=False)
 
 # pdfium is not thread-safe, and the API and the page render from worker threads.
 _PDFIUM = threading.Lock()
@@ -37,12 +49,25 @@ Span = tuple[int, int]
 _SKIPPED = "-\u00ad\u2010\u2011\ufffd"
 
 
-def document_page(record: DocumentRecord, page: int, highlight: Span | None = None) -> bytes:
-    """Returns a PNG of page (from 1) of an ingested PDF, highlight (character offsets into
-    its stored page text) marked on it; NotFoundError if there is no such page image."""
+def has_page_images(source: str) -> bool:
+    """Returns whether a document's pages can be shown as images (PDFs and images)."""
+    suffix = Path(source).suffix.lower()
+    return suffix == ".pdf" or suffix in IMAGE_SUFFIXES
+
+
+def document_page(
+    record: DocumentRecord,
+    page: int,
+    highlight: Span | None = None,
+    boxes: Sequence[Box] = (),
+) -> bytes:
+    """Returns a PNG of page (from 1) of an ingested PDF or image, highlight (character offsets
+    into its stored page text) marked on it; boxes: where the page's OCR'd lines sit, when it was
+    OCR'd. NotFoundError if there is no such page image."""
     path = Path(record.source)
-    if path.suffix.lower() != ".pdf":
-        raise NotFoundError(f"{path.name} is not a PDF: only PDF pages have images")
+    suffix = path.suffix.lower()
+    if not has_page_images(record.source):
+        raise NotFoundError(f"{path.name} is not a PDF or an image: it has no page images")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -50,7 +75,75 @@ def document_page(record: DocumentRecord, page: int, highlight: Span | None = No
     digest = file_hash(data)
     if digest != record.content_hash:
         highlight = None  # changed since ingest: the stored offsets point at other text now
+    if boxes or suffix != ".pdf":
+        marked = _overlapping(boxes, highlight)
+        key = (digest, page, marked)
+        png: bytes | None = _RENDERED.get(key)
+        if png is None:
+            image = _page_image(data, page) if suffix == ".pdf" else _frame_image(data, page)
+            png = _RENDERED.put(key, _png(image, [_scaled(box, image.size) for box in marked]))
+        return png
     return _rendered(data, digest, page, highlight, None)
+
+
+def _overlapping(boxes: Sequence[Box], highlight: Span | None) -> tuple[Box, ...]:
+    """Returns the OCR'd lines that hold some of the highlighted characters."""
+    if highlight is None:
+        return ()
+    start, end = highlight
+    return tuple(box for box in boxes if box[0] < end and box[1] > start)
+
+
+def _scaled(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    width, height = size
+    return (
+        round(box[2] * width),
+        round(box[3] * height),
+        round(box[4] * width),
+        round(box[5] * height),
+    )
+
+
+def _frame_image(data: bytes, page: int) -> PILImage:
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        frames = getattr(image, "n_frames", 1)
+        if not 1 <= page <= frames:
+            raise NotFoundError(f"no page {page}: the image has {frames} page(s)")
+        image.seek(page - 1)
+        frame = image.convert("RGBA")
+    except (OSError, ValueError, EOFError) as e:
+        raise CorruptDocumentError(f"not a readable image ({e})") from e
+    scale = min(1.0, MAX_WIDTH / max(frame.width, 1))
+    if scale < 1.0:
+        frame = frame.resize((round(frame.width * scale), max(1, round(frame.height * scale))))
+    return frame
+
+
+def _page_image(data: bytes, page_number: int) -> PILImage:
+    with _pdf_page(data, page_number) as page:
+        image: PILImage = _image(page)
+        return image
+
+
+@contextmanager
+def _pdf_page(data: bytes, page_number: int) -> Iterator[Any]:
+    """Yields page page_number (from 1) of a PDF, holding pdfium's lock meanwhile."""
+    import pypdfium2 as pdfium
+
+    with _PDFIUM:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as e:
+            raise CorruptDocumentError(f"not a readable PDF ({e})") from e
+        try:
+            if not 1 <= page_number <= len(pdf):
+                raise NotFoundError(f"no page {page_number}: the PDF has {len(pdf)} page(s)")
+            yield pdf[page_number - 1]
+        finally:
+            pdf.close()
 
 
 def render_page(
@@ -108,7 +201,7 @@ def _page_text(data: bytes, digest: str, page_number: int) -> str:
     pages = _TEXTS.get(digest)
     if pages is None:
         try:
-            pages = [p.text for p in load_pdf(Path("document.pdf"), data)]
+            pages = [p.text for p in load_pdf(Path("document.pdf"), data, _TEXT_ONLY)]
         except LoaderError:
             pages = []  # pypdf cannot read it, so no offsets were stored into it either
         _TEXTS.put(digest, pages)
@@ -126,26 +219,24 @@ def _passage(text: str, highlight: Span | None) -> str:
 
 
 def _render(data: bytes, page_number: int, passage: str) -> bytes:
-    import pypdfium2 as pdfium
+    with _pdf_page(data, page_number) as page:
+        return _draw(page, passage)
 
-    with _PDFIUM:
-        try:
-            pdf = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as e:
-            raise CorruptDocumentError(f"not a readable PDF ({e})") from e
-        try:
-            if not 1 <= page_number <= len(pdf):
-                raise NotFoundError(f"no page {page_number}: the PDF has {len(pdf)} page(s)")
-            return _draw(pdf[page_number - 1], passage)
-        finally:
-            pdf.close()
+
+def _image(page: Any) -> PILImage:
+    width, _ = page.get_size()
+    scale = min(MAX_SCALE, MAX_WIDTH / max(width, 1.0))
+    image: PILImage = page.render(scale=scale).to_pil().convert("RGBA")
+    return image
 
 
 def _draw(page: Any, passage: str) -> bytes:
-    width, _ = page.get_size()
-    scale = min(MAX_SCALE, MAX_WIDTH / max(width, 1.0))
-    image = page.render(scale=scale).to_pil().convert("RGBA")
-    boxes = list(_boxes(page, passage, image.size)) if passage.strip() else []
+    image = _image(page)
+    return _png(image, list(_boxes(page, passage, image.size)) if passage.strip() else [])
+
+
+def _png(image: PILImage, boxes: list[tuple[int, int, int, int]]) -> bytes:
+    """Returns image as PNG with boxes (pixel rectangles) marked on it."""
     if boxes:
         from PIL import Image, ImageDraw
 

@@ -1,8 +1,8 @@
 """Parsing: files in, their chunks out, in order; in parser processes beside the embedder.
 
-PDF text extraction (pypdf, ~10-50 pages/s) costs about as much CPU as embedding the text, so
-ingest parses the next files in other processes while the main process embeds. At most a few
-files are parsed ahead, so memory stays flat however large the corpus.
+PDF text extraction costs about as much CPU as embedding the text, and OCR of a scanned page
+far more, so ingest parses the next files in other processes while the main process embeds.
+At most a few files are parsed ahead, so memory stays flat however large the corpus.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from privatellm.config import ChunkingSettings, IngestSettings
 from privatellm.embeddings import TokenCounter
 from privatellm.errors import LoaderError
 from privatellm.loaders import file_hash, parse, read_file
-from privatellm.types import Chunk, Document
+from privatellm.types import Chunk, Document, Reading
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,13 @@ class _Worker:
 
     chunker: Chunker | None = None
     settings: IngestSettings | None = None
+    reading: Reading = Reading()
 
 
 def _setup(chunking: ChunkingSettings, counter: TokenCounter, settings: IngestSettings) -> None:
     _Worker.chunker = Chunker(chunking, counter)
     _Worker.settings = settings
+    _Worker.reading = settings.reading()
 
 
 def _setup_worker(
@@ -93,7 +95,7 @@ def _parse(job: Job) -> Parsed:
         digest = file_hash(data)
         if digest == job.known_hash:  # unchanged: one read, no parse
             return Parsed(job, digest)
-        document = parse(job.path, data, job.shown, settings.max_line_chars)
+        document = parse(job.path, data, job.shown, settings.max_line_chars, _Worker.reading)
         return Parsed(job, digest, document, chunker.split(document))
     except LoaderError as e:
         return Parsed(job, error=str(e))

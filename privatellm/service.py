@@ -248,10 +248,11 @@ class Service:
         highlight: tuple[int, int] | None = None,
         collection: str | None = None,
     ) -> bytes:
-        """Returns a PNG of one page (from 1) of a PDF document, the characters highlight
-        (START, END offsets into its stored page text, as chunks give them) marked on it."""
+        """Returns a PNG of one page (from 1) of a PDF or image document, the characters
+        highlight (START, END offsets into its stored page text, as chunks give them) marked."""
         record = find_document(self.documents(collection), doc_id)
-        return document_page(record, page, highlight)
+        boxes = self.store.open(self._name(collection)).page_boxes(record.id, page)
+        return document_page(record, page, highlight, boxes)
 
     # -- answering -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ head is deleted before the rest. Chunks whose head is missing are orphans: queri
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 from privatellm.chunking import chunk_id
 from privatellm.config import StoreSettings
 from privatellm.errors import ConfigError, EmbeddingMismatchError, NotFoundError, StoreError
-from privatellm.types import Chunk, ChunkText, DocumentRecord, ScoredChunk
+from privatellm.types import Box, Chunk, ChunkText, DocumentRecord, ScoredChunk
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -142,6 +143,8 @@ def _chunk_metadata(chunk: Chunk) -> dict[str, Any]:
     }
     if chunk.page is not None:
         meta["page"] = chunk.page
+    if chunk.boxes:  # Chroma metadata holds scalars: the boxes travel as JSON
+        meta["boxes"] = json.dumps([[*b[:2], *(round(v, 4) for v in b[2:])] for b in chunk.boxes])
     return meta
 
 
@@ -289,6 +292,18 @@ class Collection:
                 got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
             ):
                 yield StoredRow(cid, text, dict(meta), np.asarray(vector, dtype=np.float32))
+
+    def page_boxes(self, doc_id: str, page: int) -> list[Box]:
+        """Returns where the OCR'd lines of a document's page sit (none if it was not OCR'd)."""
+        got = self._c.get(
+            where={"$and": [{"doc_id": doc_id}, {"page": page}]}, include=["metadatas"]
+        )
+        boxes: dict[tuple[int, int], Box] = {}
+        for meta in got["metadatas"] or []:
+            for box in json.loads(str(meta.get("boxes") or "[]")):
+                x0, y0, x1, y1 = (float(v) for v in box[2:6])
+                boxes[box[0], box[1]] = (int(box[0]), int(box[1]), x0, y0, x1, y1)
+        return sorted(boxes.values())
 
     def neighbours(self, chunk: Chunk, count: int) -> tuple[list[str], list[str]]:
         """Returns the texts of up to count chunks before and after chunk in its document."""

@@ -5,13 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+# Where a recognised line of an OCR'd page sits: (start, end) character offsets of the line in the
+# page text, then its box (x0, y0, x1, y1) as fractions of the page's width and height from the
+# top left corner.
+Box = tuple[int, int, float, float, float, float]
+
 
 @dataclass(frozen=True)
 class Page:
     """Text of one page (paged formats) or of a whole file (page is None)."""
 
     text: str
-    page: int | None = None  # 1-based physical page for PDFs, None for unpaged formats
+    page: int | None = None  # 1-based physical page for PDFs and images, None for unpaged formats
+    ocr: bool = False  # the text was recognised in the page's image, not read from a text layer
+    boxes: tuple[Box, ...] = ()  # OCR'd pages: where each recognised line sits
+    note: str = ""  # what went wrong reading this page, for the file's line in the summary
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How files are read: the ingest settings loaders need, picklable for parser processes."""
+
+    ocr: Literal["auto", "always", "off"] = "auto"
+    ocr_page_timeout_s: float = 60.0
+    ocr_max_pages: int = 1000
+    ocr_threads: int = 0  # CPU threads per parser process for OCR (0: all cores)
+    tables: bool = False
+
+
+DEFAULT_READING = Reading()
 
 
 @dataclass(frozen=True)
@@ -22,6 +44,11 @@ class Document:
     content_hash: str  # sha256 of the file bytes
     pages: list[Page]
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ocr_pages(self) -> int:
+        """Returns how many of the document's pages were read by OCR."""
+        return sum(1 for page in self.pages if page.ocr)
 
     @property
     def doc_id(self) -> str:
@@ -46,6 +73,7 @@ class Chunk:
     start: int  # character offsets into the page text
     end: int
     text: str
+    boxes: tuple[Box, ...] = ()  # from an OCR'd page: the lines the chunk overlaps
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,8 @@ class FileOutcome:
     detail: str = ""  # reason for failed/skipped, warning for a document ingested with one
     chunks: int = 0
     doc_id: str = ""  # the document the file is (or repeats); "" when it was not ingested
+    pages: int = 0  # of an ingested file
+    ocr_pages: int = 0  # of those, the pages read by OCR
 
 
 @dataclass
@@ -113,6 +143,11 @@ class IngestReport:
             "failed": [
                 {"path": o.path, "error": o.detail} for o in self.outcomes if o.outcome == "failed"
             ],
+            "ocr": [
+                {"path": o.path, "pages": o.pages, "ocr_pages": o.ocr_pages}
+                for o in self.outcomes
+                if o.ocr_pages
+            ],
             "chunks": self.total_chunks,
         }
 
@@ -134,7 +169,7 @@ class Progress(Protocol):
 
     def start(self, total: int) -> None: ...
 
-    def advance(self, files: int, chunks: int) -> None: ...
+    def advance(self, files: int, chunks: int, ocr_pages: int = 0) -> None: ...
 
     def close(self) -> None: ...
 

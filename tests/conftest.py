@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -288,3 +289,51 @@ def write_texts(folder: Path, texts: Sequence[str]) -> Path:
     for n, text in enumerate(texts):
         (folder / f"p{n}.txt").write_text(text, encoding="utf-8")
     return folder
+
+
+def cjk_font() -> str:
+    """Returns the path of a font with Chinese and Latin glyphs (`make system-deps` has one)."""
+    listed = subprocess.run(
+        ["fc-list", ":lang=zh", "file"], capture_output=True, text=True, check=True
+    ).stdout
+    files = sorted(line.split(":")[0] for line in listed.splitlines() if line.strip())
+    regular = [f for f in files if "Regular" in f]
+    assert files, "no font with Chinese glyphs: run `make system-deps`"
+    return (regular or files)[0]
+
+
+def text_image(lines: Sequence[str], size: int = 30, width: int = 1200, height: int = 0) -> Any:
+    """Returns a white RGB image with lines of black text drawn on it, as a scanner would see
+    a printed page (about 150 dpi for size 30; height 0: just tall enough for the lines)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(cjk_font(), size)
+    height = height or 80 + int(size * 1.8) * len(lines)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for n, line in enumerate(lines):
+        draw.text((60, 40 + int(size * 1.8) * n), line, font=font, fill="black")
+    return image
+
+
+def make_image_pdf(path: Path, images: Sequence[Any]) -> Path:
+    """Writes a PDF whose pages are the images and nothing else: a scanned document."""
+    first, *rest = [image.copy() for image in images]
+    first.save(path, save_all=True, append_images=rest, resolution=150)
+    return path
+
+
+def many_page_tiff(pages: int) -> bytes:
+    """Returns a TIFF of pages 1x1 frames, written directly: Pillow takes minutes for 10,000."""
+    import struct
+
+    ifd = 2 + 8 * 12 + 4  # entry count, 8 entries, next-IFD offset
+    out = [b"II*\x00", struct.pack("<I", 10), b"\xff\x00"]  # header, then the one pixel byte
+    for n in range(pages):
+        following = 10 + ifd * (n + 1) if n + 1 < pages else 0
+        short = [(256, 1), (257, 1), (258, 1), (259, 1), (262, 0), (278, 1)]
+        entries = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in short]
+        entries.insert(5, struct.pack("<HHII", 273, 4, 1, 8))  # strip offset: the pixel byte
+        entries.append(struct.pack("<HHII", 279, 4, 1, 1))  # strip byte count
+        out += [struct.pack("<H", 8), *entries, struct.pack("<I", following)]
+    return b"".join(out)

@@ -8,7 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, encrypt_pdf, make_pdf, make_scanned_pdf, run_cli
+from conftest import (
+    SAMPLES,
+    encrypt_pdf,
+    make_pdf,
+    make_scanned_pdf,
+    many_page_tiff,
+    run_cli,
+    text_image,
+)
 
 GBK_TEXT = "北京是中华人民共和国的首都。长城是古代中国的军事防御工程。"
 
@@ -49,7 +57,30 @@ def corpus(tmp_path: Path) -> Path:
     shutil.copy(root / "guide.md", root / "z-guide-copy.md")
     (root / os.fsdecode(b"caf\xe9-latin1-name.txt")).write_text("A note about coffee beans.")
     (root / "data.xyz").write_text("unknown format")
+    text_image(["Receipt: 2 coffees, 7.80 EUR"]).save(root / "receipt.png")
+    (root / "bomb.png").write_bytes(_png_claiming(30_000, 30_000))
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(3000))
+    text_image([], width=1, height=1).save(root / "tiny.png")
+    text_image([], width=800, height=600).save(root / "blank.png")
+    (root / "pages.tiff").write_bytes(many_page_tiff(10_000))
     return root
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """Returns a small PNG whose header claims width x height pixels: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 1000)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def test_each_bad_file_gets_a_reason_and_every_good_file_is_ingested(
@@ -76,6 +107,7 @@ def test_each_bad_file_gets_a_reason_and_every_good_file_is_ingested(
         "chinese-gbk.txt",
         "empty-password.pdf",
         "caf\\xe9-latin1-name.txt",
+        "receipt.png",
     }
     failed = {Path(f["path"]).name: f["error"] for f in report["failed"]}
     assert set(failed) == {
@@ -86,11 +118,21 @@ def test_each_bad_file_gets_a_reason_and_every_good_file_is_ingested(
         "binary.txt",
         "one-line.txt",
         "unreadable.txt",
+        "bomb.png",
+        "corrupt.jpg",
+        "tiny.png",
+        "blank.png",
+        "pages.tiff",
     }
     assert "not a readable PDF" in failed["corrupt.pdf"]
     assert "password-protected" in failed["needs-password.pdf"]
     assert "empty file" in failed["zero.txt"]
-    assert "needs OCR" in failed["scanned.pdf"]
+    assert "no text found, not even by OCR" in failed["scanned.pdf"]
+    assert "decompression bomb" in failed["bomb.png"]
+    assert "not a readable image" in failed["corrupt.jpg"]
+    assert failed["tiny.png"].endswith("OCR found no text")
+    assert failed["blank.png"].endswith("OCR found no text")
+    assert "10,000 pages is over the limit of 1,000" in failed["pages.tiff"]
     assert "binary" in failed["binary.txt"]
     assert "a line of 52," in failed["one-line.txt"]
     assert "Permission denied" in failed["unreadable.txt"]
@@ -112,7 +154,7 @@ def test_bad_files_are_reported_in_the_human_summary_without_traceback(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "failed    " in result.stderr and "scanned.pdf: " in result.stderr
-    assert "5 added" in result.stdout and "6 failed" in result.stdout
+    assert "6 added" in result.stdout and "11 failed" in result.stdout
 
 
 def test_gbk_text_is_decoded_not_garbled(corpus: Path, fake_service) -> None:  # type: ignore[no-untyped-def]

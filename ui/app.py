@@ -23,6 +23,7 @@ from privatellm.config import AnswerMode, Settings, config_files_from_env, load_
 from privatellm.engines import Sampling
 from privatellm.errors import PrivateLLMError
 from privatellm.loaders import suffixes
+from privatellm.pages import has_page_images
 from privatellm.retrieval import Mode
 from privatellm.uploads import Upload
 
@@ -75,17 +76,21 @@ class _Bar:
     total: int = 0
     files: int = 0
     chunks: int = 0
+    ocr_pages: int = 0
     notes: list[str] = field(default_factory=list)
 
     def start(self, total: int) -> None:
         self.total = total
         self.widget.progress(0.0, text=f"Reading {total} file(s)…")
 
-    def advance(self, files: int, chunks: int) -> None:
+    def advance(self, files: int, chunks: int, ocr_pages: int = 0) -> None:
         self.files += files
         self.chunks += chunks
+        self.ocr_pages += ocr_pages
         done = self.files / max(self.total, 1)
         text = f"{self.files}/{self.total} files, {self.chunks} chunks"
+        if self.ocr_pages:
+            text += f", {self.ocr_pages} pages read by OCR"
         self.widget.progress(min(done, 1.0), text=text)
 
     def close(self) -> None:
@@ -447,7 +452,7 @@ def _citation(
     with st.expander(label, expanded=bool(st.session_state.get(f"page-{key}"))):
         st.markdown(_highlighted(citation))
         page = citation.page
-        if service is None or page is None or not citation.source.lower().endswith(".pdf"):
+        if service is None or page is None or not has_page_images(citation.source):
             return
         if st.toggle("Show page", key=f"page-{key}"):
             # The quote is marked: its offsets into the page's text.
