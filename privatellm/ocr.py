@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 # The longer side of a page image given to the recogniser: about 170 dpi on A4, enough for 8 pt
 # print; larger images cost detection time without reading more.
 MAX_SIDE = 2000
-DETECT_SIDE = 1280
+DETECT_SIDE = 1280  # the longer side of the copy lines are found on (see _engine)
 MIN_SCORE = 0.5  # lines recognised with less confidence are mostly noise (stains, pictures)
+PARAGRAPH_GAP = 0.8  # white space between two lines, in line heights, that parts paragraphs
 
 
 class OcrError(LoaderError):
@@ -72,6 +73,8 @@ def _engine(threads: int) -> Any:
                 "Rec.rec_batch_num": 16,
                 # Several parser processes share the cores instead of each taking them all.
                 "EngineConfig.onnxruntime.intra_op_num_threads": threads or -1,
+                # Lines differ in width: without ONNX Runtime's arena every one allocates anew.
+                "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
             }
         )
         _Engine.threads = threads
@@ -134,15 +137,25 @@ def _reading_order(lines: list[Line]) -> list[Line]:
 
 
 def page_text(lines: list[Line]) -> tuple[str, tuple[Box, ...]]:
-    """Returns the page text of recognised lines (one line each) and where each line sits."""
+    """Returns the page text of recognised lines (one line each, a blank line where a gap of
+    most of a line's height parts two paragraphs) and where each line sits."""
     parts: list[str] = []
     boxes: list[Box] = []
     offset = 0
-    for line in lines:
+    for n, line in enumerate(lines):
+        if n:
+            separator = "\n\n" if _paragraph_break(lines[n - 1], line) else "\n"
+            parts.append(separator)
+            offset += len(separator)
         boxes.append((offset, offset + len(line.text), *line.box))
         parts.append(line.text)
-        offset += len(line.text) + 1
-    return "\n".join(parts), tuple(boxes)
+        offset += len(line.text)
+    return "".join(parts), tuple(boxes)
+
+
+def _paragraph_break(above: Line, below: Line) -> bool:
+    height = above.box[3] - above.box[1]
+    return below.box[1] - above.box[3] > PARAGRAPH_GAP * height
 
 
 @contextmanager
