@@ -129,6 +129,9 @@ def _server_client(settings: StoreSettings, chroma: Any) -> Any:
         raise StoreError(f"cannot use the Chroma server at {where}: {e}".splitlines()[0]) from e
 
 
+_PAGE = 10_000  # rows per paged read
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -242,12 +245,14 @@ class Collection:
         if self.count() == sum(r.chunks for r in records):
             return 0  # the usual case, answered without reading every chunk's metadata
         expected = {r.id for r in records}
-        everything = self._c.get(include=["metadatas"])
-        orphans = [
-            cid
-            for cid, meta in zip(everything["ids"], everything["metadatas"], strict=True)
-            if meta.get("doc_id") not in expected
-        ]
+        orphans = []
+        for offset in range(0, self.count(), _PAGE):  # paged: see chunk_texts
+            part = self._c.get(include=["metadatas"], limit=_PAGE, offset=offset)
+            orphans += [
+                cid
+                for cid, meta in zip(part["ids"], part["metadatas"], strict=True)
+                if meta.get("doc_id") not in expected
+            ]
         for start in range(0, len(orphans), self._write_batch):
             self._c.delete(ids=orphans[start : start + self._write_batch])
         return len(orphans)
@@ -257,16 +262,23 @@ class Collection:
         found: list[ChunkText] = []
         ids = sorted(set(doc_ids))
         for start in range(0, len(ids), 100):
-            part = self._c.get(
-                where={"doc_id": {"$in": ids[start : start + 100]}},
-                include=["documents", "metadatas"],
-            )
-            found += [
-                ChunkText(cid, str(meta["doc_id"]), str(meta["source"]), text)
-                for cid, text, meta in zip(
-                    part["ids"], part["documents"], part["metadatas"], strict=True
+            where = {"doc_id": {"$in": ids[start : start + 100]}}
+            # Paged: Chroma reads a get's rows through one SQL statement with a variable per row,
+            # and SQLite refuses more than 32,766 (35 10-K filings hold 31,000 chunks).
+            offset = 0
+            while True:
+                part = self._c.get(
+                    where=where, include=["documents", "metadatas"], limit=_PAGE, offset=offset
                 )
-            ]
+                found += [
+                    ChunkText(cid, str(meta["doc_id"]), str(meta["source"]), text)
+                    for cid, text, meta in zip(
+                        part["ids"], part["documents"], part["metadatas"], strict=True
+                    )
+                ]
+                if len(part["ids"]) < _PAGE:
+                    break
+                offset += _PAGE
         return found
 
     def chunks(self, ids: Sequence[str]) -> list[Chunk]:

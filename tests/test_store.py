@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from privatellm import store as store_module
 from privatellm.chunking import chunk_id
 from privatellm.config import StoreSettings
 from privatellm.store import ChromaStore, Collection
@@ -96,3 +98,28 @@ def test_service_behaves_the_same_on_either_store(
     assert name in service.collections()
     service.delete_collection(name)
     assert name not in service.collections()
+
+
+def test_large_documents_are_read_back_in_pages(
+    tmp_path: Path, store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chroma over SQLite refuses a get of more than 32,766 rows ("too many SQL variables"); a
+    # few 10-K filings with their table rows hold that many. Paged reads, here of 7 rows.
+    monkeypatch.setattr(store_module, "_PAGE", 7)
+    collection: Collection = ChromaStore(tmp_path, store_settings).create("c02", "m", 8)
+    big, small = _doc("big", 30), _doc("small", 2)
+    collection.add(*big)
+    collection.add(*small)
+    texts = collection.chunk_texts(["big", "small"])
+    assert sorted(t.text for t in texts) == sorted(c.text for c in [*big[1], *small[1]])
+    _record, chunks, vectors = _doc("torn", 20)
+    collection._c.upsert(
+        ids=[c.id for c in chunks[1:]],
+        embeddings=vectors[1:],
+        documents=[c.text for c in chunks[1:]],
+        metadatas=[
+            {"doc_id": "torn", "source": "/d/torn.txt", "chunk_index": i} for i in range(1, 20)
+        ],
+    )
+    assert collection.repair(collection.documents()) == 19
+    assert collection.count() == 32
