@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from privatellm.config import ChunkingSettings, IngestSettings
 from privatellm.embeddings import Embedder
-from privatellm.loaders import supported
+from privatellm.loaders import READERS, supported
 from privatellm.parsing import Job, Parsed, parse_all
 from privatellm.store import Collection
 from privatellm.types import (
@@ -120,7 +120,8 @@ class _Silent:
         pass
 
 
-# Below this many files, starting parser processes costs more than it saves.
+# Below this many files, starting parser processes costs more than it saves; unless they are
+# PDFs or images, whose pages may need OCR (seconds each), which must not hold up the embedder.
 PARALLEL_FROM_FILES = 8
 
 
@@ -159,7 +160,8 @@ class Ingestor:
             self._chunking,
             self._embedder.count_tokens,
             self._settings,
-            parallel=len(jobs) >= PARALLEL_FROM_FILES,
+            parallel=len(jobs) >= PARALLEL_FROM_FILES
+            or (len(jobs) > 1 and any(j.path.suffix.lower() in READERS for j in jobs)),
         )
         pending: list[_Pending] = []
         for result in parsed:

@@ -29,7 +29,7 @@ OCR_DPI = 200  # the recogniser downsizes to ocr.MAX_SIDE anyway: A4 at 200 dpi 
 def load_pdf(path: Path, data: bytes, reading: Reading = DEFAULT_READING) -> list[Page]:
     """Returns the pages of a PDF; LoaderError if it cannot be read at all."""
     with _opened(path, data) as document:
-        pages = [_page(path, document, index, reading) for index in range(len(document))]
+        pages = [_page(document, index, reading) for index in range(len(document))]
     if reading.tables:
         pages = _with_tables(data, pages)
     return pages
@@ -52,17 +52,23 @@ def _opened(path: Path, data: bytes) -> Iterator[Any]:
         document.close()
 
 
-def _page(path: Path, document: Any, index: int, reading: Reading) -> Page:
+def _page(document: Any, index: int, reading: Reading) -> Page:
     number = index + 1
     try:
         page = document[index]
     except Exception:  # one damaged page should not cost the whole document
         return Page(text="", page=number)
+    text = ""
     try:
         text = _text_layer(page)
         if not _needs_ocr(page, text, reading):
             return Page(text=text, page=number)
-        image = page.render(scale=OCR_DPI / 72).to_pil()
+        # Drawn no larger than the recogniser reads it: a poster-sized page at 200 dpi would
+        # take gigabytes.
+        scale = min(OCR_DPI / 72, ocr.MAX_SIDE / max(*page.get_size(), 1.0))
+        image = page.render(scale=scale).to_pil()
+    except Exception as e:  # pdfium cannot draw this page: what text it has is kept
+        return Page(text=text, page=number, note=f"skipped: cannot draw it ({e})"[:200])
     finally:
         page.close()
     try:
