@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 MAX_SIDE = 2000
 DETECT_SIDE = 1280  # the longer side of the copy lines are found on (see _engine)
 MIN_SCORE = 0.5  # lines recognised with less confidence are mostly noise (stains, pictures)
+# A lone character needs more: the edge of a filled box reads as 一 with confidence 0.54.
+MIN_SCORE_ONE_CHAR = 0.8
 PARAGRAPH_GAP = 0.8  # white space between two lines, in line heights, that parts paragraphs
 
 
@@ -104,9 +106,15 @@ def recognise(image: Image, timeout_s: float, threads: int = 0) -> list[Line]:
     lines = [
         Line(str(text).strip(), _box(corners, size))
         for corners, text, score in zip(result.boxes, result.txts, result.scores, strict=True)
-        if score >= MIN_SCORE and str(text).strip()
+        if _confident(str(text).strip(), float(score))
     ]
     return _reading_order(lines)
+
+
+def _confident(text: str, score: float) -> bool:
+    if not text:
+        return False
+    return score >= (MIN_SCORE_ONE_CHAR if len(text) == 1 else MIN_SCORE)
 
 
 def _box(corners: Any, size: tuple[int, int]) -> tuple[float, float, float, float]:
