@@ -25,6 +25,22 @@ def _doc(doc_id: str, n: int) -> tuple[DocumentRecord, list[Chunk], np.ndarray]:
     return record, chunks, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def _add_headless(collection: Collection, doc_id: str, n: int) -> np.ndarray:
+    """Writes chunks 1..n-1 of a document without its head, what a crash after the first write
+    batch leaves; returns the document's vectors."""
+    _record, chunks, vectors = _doc(doc_id, n)
+    collection._c.upsert(
+        ids=[c.id for c in chunks[1:]],
+        embeddings=vectors[1:],
+        documents=[c.text for c in chunks[1:]],
+        metadatas=[
+            {"doc_id": doc_id, "source": f"/d/{doc_id}.txt", "chunk_index": i, "start": 0, "end": 5}
+            for i in range(1, n)
+        ],
+    )
+    return vectors
+
+
 def test_hnsw_settings_and_model_are_recorded(
     tmp_path: Path, store_settings: StoreSettings
 ) -> None:
@@ -46,17 +62,7 @@ def test_half_written_document_is_invisible_and_repaired(
     collection: Collection = ChromaStore(tmp_path, store_settings).create("c01", "m", 8)
     whole = _doc("whole", 3)
     collection.add(*whole)
-    _record, chunks, vectors = _doc("torn", 4)
-    # what a crash after the first write batch leaves: chunks 1..3 without their head
-    collection._c.upsert(
-        ids=[c.id for c in chunks[1:]],
-        embeddings=vectors[1:],
-        documents=[c.text for c in chunks[1:]],
-        metadatas=[
-            {"doc_id": "torn", "source": "/d/torn.txt", "chunk_index": i, "start": 0, "end": 5}
-            for i in range(1, 4)
-        ],
-    )
+    vectors = _add_headless(collection, "torn", 4)
     assert [r.id for r in collection.documents()] == ["whole"]
     hits = collection.query(vectors[2].tolist(), k=7)
     assert {h.chunk.doc_id for h in hits} == {"whole"}
@@ -112,14 +118,6 @@ def test_large_documents_are_read_back_in_pages(
     collection.add(*small)
     texts = collection.chunk_texts(["big", "small"])
     assert sorted(t.text for t in texts) == sorted(c.text for c in [*big[1], *small[1]])
-    _record, chunks, vectors = _doc("torn", 20)
-    collection._c.upsert(
-        ids=[c.id for c in chunks[1:]],
-        embeddings=vectors[1:],
-        documents=[c.text for c in chunks[1:]],
-        metadatas=[
-            {"doc_id": "torn", "source": "/d/torn.txt", "chunk_index": i} for i in range(1, 20)
-        ],
-    )
+    _add_headless(collection, "torn", 20)
     assert collection.repair(collection.documents()) == 19
     assert collection.count() == 32
