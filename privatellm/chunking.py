@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 
 from privatellm.config import ChunkingSettings
-from privatellm.types import Chunk, Document
+from privatellm.types import Chunk, Document, overlapping
 
 # Paragraphs, lines, then sentences: Chinese ends them with 。！？； and no space, English with
 # punctuation and a space; then clauses, words, characters as the last resort.
@@ -72,7 +72,7 @@ class Chunker:
                         start=start,
                         end=end,
                         text=piece,
-                        boxes=tuple(b for b in page.boxes if b[0] < end and b[1] > start),
+                        boxes=overlapping(page.boxes, start, end),
                     )
                 )
         return chunks

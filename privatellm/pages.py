@@ -26,7 +26,7 @@ from privatellm.errors import ConfigError, CorruptDocumentError, LoaderError, No
 from privatellm.images import SUFFIXES as IMAGE_SUFFIXES
 from privatellm.loaders import file_hash
 from privatellm.pdf import load_pdf
-from privatellm.types import Box, DocumentRecord, Reading
+from privatellm.types import Box, DocumentRecord, Reading, overlapping
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -76,7 +76,7 @@ def document_page(
     if digest != record.content_hash:
         highlight = None  # changed since ingest: the stored offsets point at other text now
     if boxes or suffix != ".pdf":
-        marked = _overlapping(boxes, highlight)
+        marked = overlapping(boxes, *highlight) if highlight else ()
         key = (digest, page, marked)
         png: bytes | None = _RENDERED.get(key)
         if png is None:
@@ -84,14 +84,6 @@ def document_page(
             png = _RENDERED.put(key, _png(image, [_scaled(box, image.size) for box in marked]))
         return png
     return _rendered(data, digest, page, highlight, None)
-
-
-def _overlapping(boxes: Sequence[Box], highlight: Span | None) -> tuple[Box, ...]:
-    """Returns the OCR'd lines that hold some of the highlighted characters."""
-    if highlight is None:
-        return ()
-    start, end = highlight
-    return tuple(box for box in boxes if box[0] < end and box[1] > start)
 
 
 def _scaled(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -203,7 +195,7 @@ def _page_text(data: bytes, digest: str, page_number: int) -> str:
         try:
             pages = [p.text for p in load_pdf(Path("document.pdf"), data, _TEXT_ONLY)]
         except LoaderError:
-            pages = []  # pypdf cannot read it, so no offsets were stored into it either
+            pages = []  # PDFium cannot read it, so no offsets were stored into it either
         _TEXTS.put(digest, pages)
     return str(pages[page_number - 1]) if 1 <= page_number <= len(pages) else ""
 

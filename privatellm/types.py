@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -9,6 +10,11 @@ from typing import Literal, Protocol
 # page text, then its box (x0, y0, x1, y1) as fractions of the page's width and height from the
 # top left corner.
 Box = tuple[int, int, float, float, float, float]
+
+
+def overlapping(boxes: Iterable[Box], start: int, end: int) -> tuple[Box, ...]:
+    """Returns the boxes of the lines that hold some of the characters start to end."""
+    return tuple(box for box in boxes if box[0] < end and box[1] > start)
 
 
 @dataclass(frozen=True)
