@@ -13,6 +13,7 @@ import click
 
 from privatellm.config import AnswerMode, Settings, config_files_from_env, load_settings
 from privatellm.errors import PrivateLLMError
+from privatellm.modelcommands import models
 from privatellm.types import Outcome
 
 if TYPE_CHECKING:
@@ -32,8 +33,12 @@ COLLECTION = click.option(
 
 
 class _Context:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, config_files: list[Path], overrides: dict[str, Any]
+    ) -> None:
         self.settings = settings
+        self.config_files = config_files  # what the settings came from, to load them again
+        self.overrides = overrides
         self._service: Service | None = None
 
     @property
@@ -65,7 +70,7 @@ def cli(ctx: click.Context, data_dir: Path | None, config_files: Sequence[Path])
     """Offline, private question answering over your own documents."""
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
     files = list(config_files) or config_files_from_env()
-    ctx.obj = _Context(load_settings(files, overrides))
+    ctx.obj = _Context(load_settings(files, overrides), files, overrides)
 
 
 @cli.command()
@@ -434,66 +439,47 @@ def serve(ctx: _Context, host: str | None, port: int | None) -> None:
     uvicorn.run(create_app(service), host=host, port=port, log_level="info")
 
 
-@cli.group()
-def models() -> None:
-    """Check and list models."""
-
-
-@models.command("verify")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def models_verify(directory: Path) -> None:
-    """Check a model folder against its checklist.chk (md5, as Meta's download script writes)
-    or SHA256SUMS. Exit status 0 when every listed file is OK, 1 otherwise."""
-    from privatellm.models import verify
-
-    checks = verify(directory, progress=True)
-    for check in checks:
-        line = f"{check.status:9} {check.name}"
-        click.echo(f"{line}: {check.detail}" if check.detail else line)
-    bad = [c for c in checks if c.status != "OK"]
-    click.echo(f"{len(checks) - len(bad)} OK, {len(bad)} not OK", err=True)
-    if bad:
-        sys.exit(1)
-
-
-@models.command("convert")
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
-def models_convert(source: Path, target: Path) -> None:
-    """Convert a Meta Llama checkpoint folder (consolidated.*.pth, params.json,
-    tokenizer.model) into a Hugging Face folder for engine.kind torch. CPU only; no CUDA,
-    NCCL or torchrun."""
-    from privatellm.convert import convert, is_meta_checkpoint
-
-    if not is_meta_checkpoint(source):
-        raise click.BadParameter(f"{source} holds no params.json and consolidated.*.pth")
-    started = time.perf_counter()
-    convert(source, target)
-    click.echo(f"converted {source} -> {target} ({time.perf_counter() - started:.1f} s)")
-
-
-@models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@cli.command()
+@click.option(
+    "--embedding",
+    "-e",
+    required=True,
+    help="A registered embedding model's name (`privatellm models list`) or the path of a "
+    "sentence-transformers folder.",
+)
+@COLLECTION
 @click.pass_obj
-def models_list(ctx: _Context, as_json: bool) -> None:
-    """The configured and bundled models: engine, quantization, size on disk, context length."""
-    from dataclasses import asdict
+def reindex(ctx: _Context, embedding: str, collection: str | None) -> None:
+    """Move a collection to another embedding model.
 
-    from privatellm.models import known_models
-
-    found = list(known_models(ctx.settings))
-    if as_json:
-        click.echo(json.dumps([asdict(m) for m in found], ensure_ascii=False, indent=2))
+    Re-embeds the chunks already stored (no file is read again) into a new collection, then
+    switches to it in one step: until then, and if it is interrupted, the collection answers
+    with its old model. It holds the write lock: an ingest started meanwhile is refused.
+    """
+    done = ctx.service.reindex(collection, embedding, progress=_ChunkBar())
+    what = f"{done.model} ({done.dimension} dims)"
+    if not done.changed:
+        click.echo(f"{done.collection!r} already uses {what}: nothing to do")
         return
-    for m in found:
-        mark = "*" if m.configured else " "
-        context = f"{m.context_tokens} tokens" if m.context_tokens else "?"
-        click.echo(
-            f"{mark} {m.role:9} {m.name:28} {m.engine:21} {m.quantization:12} "
-            f"{m.size_bytes / 2**20:8.1f} MB  context {context}"
-        )
-        click.echo(f"  {'':9} {m.path}")
-    click.echo("(* = configured)")
+    click.echo(
+        f"reindexed {done.collection!r}: {done.chunks:,} chunks with {what} in {done.seconds:.1f} s"
+    )
+
+
+class _ChunkBar:
+    """A live progress bar on stderr counting the chunks re-embedded."""
+
+    def start(self, total: int) -> None:
+        self._bar = _progress(total, transient=True, unit="chunk", desc="re-embedding")
+
+    def advance(self, files: int, chunks: int, ocr_pages: int = 0) -> None:
+        self._bar.update(chunks)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+cli.add_command(models)  # privatellm/modelcommands.py
 
 
 def _repeatable(flag: str, name: str, choices: list[str], what: str) -> Callable[[F], F]:

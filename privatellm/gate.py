@@ -60,6 +60,11 @@ class ModelGate:
     def _retry_after(self) -> int:
         return max(1, math.ceil(self.wait_seconds / 4))
 
+    @property
+    def idle(self) -> bool:
+        """Returns whether no reply holds the model and none waits for it."""
+        return not self._model.locked() and self._waiting == 0
+
 
 class GatedModel:
     """The chat model behind its gate: loaded on first use, one reply at a time."""
@@ -73,6 +78,16 @@ class GatedModel:
     def engine(self) -> Engine:
         """Returns the loaded engine (loading it now if nothing has used it yet)."""
         return self._load()
+
+    @property
+    def loaded(self) -> bool:
+        """Returns whether the engine is in memory."""
+        return "engine" in self.__dict__
+
+    def unload(self) -> None:
+        """Forgets the loaded engine; its memory is freed when no reply holds it any more (a
+        reply keeps its own reference, so one under way finishes), and the next use loads it."""
+        self.__dict__.pop("engine", None)
 
     def count_tokens(self, text: str) -> int:
         """Returns the length of text in the model's tokens."""

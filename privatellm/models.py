@@ -11,12 +11,15 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from privatellm.config import Settings
 from privatellm.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from privatellm.registry import RegisteredModel, Registry
 
 CHECKSUM_FILES = {"SHA256SUMS": "sha256", "checklist.chk": "md5"}
 BLOCK = 8 * 1024 * 1024
@@ -116,12 +119,14 @@ class ModelInfo:
     configured: bool
 
 
-def known_models(settings: Settings) -> Iterator[ModelInfo]:
-    """Yields the configured models, then the bundled ones not already listed."""
-    from privatellm.config import BUNDLED_EMBEDDING, BUNDLED_LLM
+def known_models(settings: Settings, registry: Registry) -> Iterator[ModelInfo]:
+    """Yields the configured models, then the bundled and registered ones not already listed."""
+    from privatellm.registry import resolve_names
 
-    engine = settings.engine
-    chat = [engine.model] if engine.kind == "llamacpp" else []
+    settings = resolve_names(settings, registry)
+    engine, embedding = settings.engine, settings.embedding
+    names = {m.path: m.name for m in registry.all()}
+    seen: set[str] = set()
     if engine.kind == "openai":
         yield ModelInfo(
             "chat",
@@ -134,16 +139,39 @@ def known_models(settings: Settings) -> Iterator[ModelInfo]:
             True,
         )
     elif engine.kind == "torch":
-        yield _torch_info(engine.model, engine.dtype, engine.quantize)
-    for model in dict.fromkeys([*chat, BUNDLED_LLM]):
-        yield _gguf_info(model, configured=model in chat)
-    local = settings.embedding.kind == "sentence-transformers"
-    embedding = [settings.embedding.model] if local else []
-    for model in dict.fromkeys([*embedding, BUNDLED_EMBEDDING]):
-        yield _embedding_info(model, configured=model in embedding)
+        yield _torch_info(engine.model, engine.dtype, engine.quantize, names.get(engine.model))
+        seen.add(engine.model)
+    elif engine.kind == "llamacpp":
+        yield _gguf_info(engine.model, True, names.get(engine.model))
+        seen.add(engine.model)
+    local = embedding.kind == "sentence-transformers"
+    for m in registry.all():
+        if m.role == "chat" and m.path not in seen:
+            yield _registered_info(m)
+    if local:
+        yield _embedding_info(embedding.model, True, names.get(embedding.model))
+    for m in registry.all():
+        if m.role == "embedding" and not (local and m.path == embedding.model):
+            yield _registered_info(m)
 
 
-def _gguf_info(model: str, configured: bool) -> ModelInfo:
+def _registered_info(m: RegisteredModel) -> ModelInfo:
+    """Returns a registered model's row; one whose files went bad is listed as unreadable
+    rather than hiding every other model."""
+    try:
+        if m.role == "embedding":
+            return _embedding_info(m.path, False, m.name)
+        if m.kind == "gguf":
+            return _gguf_info(m.path, False, m.name)
+        return replace(_torch_info(m.path, "auto", "none", m.name), configured=False)
+    except (ModelError, OSError, ValueError):
+        engine = {"gguf": "llamacpp", "sentence-transformers": "sentence-transformers"}
+        return ModelInfo(
+            m.role, m.name, engine.get(m.kind, "torch"), "unreadable", 0, None, m.path, False
+        )
+
+
+def _gguf_info(model: str, configured: bool, name: str | None = None) -> ModelInfo:
     from privatellm.engines.llamacpp import resolve_gguf
 
     path = resolve_gguf(model)
@@ -151,7 +179,7 @@ def _gguf_info(model: str, configured: bool) -> ModelInfo:
     context = meta.get(f"{meta.get('general.architecture')}.context_length")
     return ModelInfo(
         role="chat",
-        name=path.stem,
+        name=name or path.stem,
         engine="llamacpp",
         quantization=_file_type(meta.get("general.file_type")),
         size_bytes=path.stat().st_size,
@@ -161,7 +189,7 @@ def _gguf_info(model: str, configured: bool) -> ModelInfo:
     )
 
 
-def _torch_info(model: str, dtype: str, quantize: str) -> ModelInfo:
+def _torch_info(model: str, dtype: str, quantize: str, name: str | None = None) -> ModelInfo:
     import json
 
     from privatellm.config import BUNDLED_LLM
@@ -169,7 +197,7 @@ def _torch_info(model: str, dtype: str, quantize: str) -> ModelInfo:
 
     precision = "int8 weights" if quantize == "int8" else f"{dtype} (torch)"
     if model == BUNDLED_LLM or model.lower().endswith(".gguf"):
-        info = _gguf_info(model, configured=True)
+        info = _gguf_info(model, True, name)
         return ModelInfo(
             "chat",
             info.name,
@@ -187,7 +215,8 @@ def _torch_info(model: str, dtype: str, quantize: str) -> ModelInfo:
         context = json.loads((folder / "params.json").read_text()).get("max_seq_len")
     elif (folder / "config.json").is_file():
         context = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
-    return ModelInfo("chat", folder.name, "torch", precision, size, context, str(folder), True)
+    label = name or folder.name
+    return ModelInfo("chat", label, "torch", precision, size, context, str(folder), True)
 
 
 def gguf_metadata(path: Path) -> dict[str, object]:
@@ -214,7 +243,7 @@ def _file_type(code: object) -> str:
         return "unknown"
 
 
-def _embedding_info(model: str, configured: bool) -> ModelInfo:
+def _embedding_info(model: str, configured: bool, label: str | None = None) -> ModelInfo:
     import json
 
     from privatellm.embeddings import resolve_model_dir
@@ -225,7 +254,7 @@ def _embedding_info(model: str, configured: bool) -> ModelInfo:
     length = json.loads(config.read_text())["max_seq_length"] if config.is_file() else None
     return ModelInfo(
         role="embedding",
-        name=name,
+        name=label or name,
         engine="sentence-transformers",
         quantization="fp32",  # bf16 at run time on CPUs with native bf16
         size_bytes=size,

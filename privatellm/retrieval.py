@@ -9,7 +9,7 @@ from privatellm.config import RetrievalSettings
 from privatellm.embeddings import Embedder
 from privatellm.lexical import LexicalIndex
 from privatellm.store import Collection
-from privatellm.text import is_cjk
+from privatellm.text import cjk_language
 from privatellm.types import ScoredChunk
 
 Mode = Literal["dense", "lexical", "hybrid"]
@@ -73,7 +73,7 @@ class Retriever:
         k = k or s.top_k
         mode = mode or s.mode
         depth = max(s.candidates, k)
-        weight = s.dense_weight_cjk if is_cjk(query) else s.dense_weight
+        weight = self._dense_weight(query)
         wanted = mode == "dense" or (mode == "hybrid" and weight > 0)
         dense = self._dense(query, depth, doc_ids) if wanted else []
         # Lexical search always runs: its coverage is half of the evidence abstention rests on.
@@ -90,6 +90,14 @@ class Retriever:
         else:
             hits = self._fuse(dense, lexical, k, weight)
         return Retrieval(hits, evidence)
+
+    def _dense_weight(self, query: str) -> float:
+        """Returns the dense ranking's weight for query: dense_weight, unless the question is
+        Chinese, Japanese or Korean and the embedding model does not declare that language."""
+        language = cjk_language(query)
+        if language is None or reads(self._embedder.languages, language):
+            return self._settings.dense_weight
+        return self._settings.dense_weight_cjk
 
     def _dense(self, query: str, depth: int, doc_ids: list[str] | None) -> list[ScoredChunk]:
         hits = self._collection.query(self._embedder.embed_query(query), depth, doc_ids)
@@ -145,6 +153,15 @@ class Retriever:
             for cid in best
             if cid in by_id
         ]
+
+
+def reads(languages: tuple[str, ...], language: str) -> bool:
+    """Returns whether a model declaring languages (model card codes: 'zh', 'zh-cn',
+    'multilingual') was trained for language."""
+    return any(
+        code == language or code.startswith(f"{language}-") or code == "multilingual"
+        for code in (c.lower().replace("_", "-") for c in languages)
+    )
 
 
 def _ranks(scores: list[float]) -> list[int]:

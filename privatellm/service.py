@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from privatellm.answering import Answerer, Reply
+from privatellm.chatmodels import ChatModels
 from privatellm.config import AnswerMode, Settings, model_label, with_engine
-from privatellm.embeddings import Embedder, build_embedder
+from privatellm.embeddings import Embedder
 from privatellm.engines import DEFAULT, Engine, Message, Sampling, build_engine
 from privatellm.errors import ConfigError, NotFoundError
 from privatellm.gate import GatedModel
@@ -24,8 +25,10 @@ from privatellm.ingest import Ingestor, display_path
 from privatellm.lexical import LexicalIndex, LexicalIndexes
 from privatellm.locking import WriteLock
 from privatellm.pages import document_page
+from privatellm.registry import Registry, resolve_names
+from privatellm.reindex import Embedders, Reindexed, choose_embedding, reindex
 from privatellm.retrieval import Mode, Retrieval, Retriever
-from privatellm.store import ChromaStore, Collection, check_collection_name
+from privatellm.store import ChromaStore, Collection, EmbeddingModel, check_collection_name
 from privatellm.summaries import Summarizer, document_texts
 from privatellm.types import DocumentRecord, IngestReport, Progress, ScoredChunk, Status
 from privatellm.uploads import Upload, ingest_uploads
@@ -44,7 +47,11 @@ class Service:
         lock: WriteLock | None = None,
     ) -> None:
         """Parts given here replace the ones the settings would build: a model shared by tests,
-        or the store and lock of the service this one is a variant of (`with_engine`)."""
+        or the store and lock of the service this one is a variant of (`with_engine`).
+
+        engine.model and embedding.model may name registered models (`privatellm models list`)."""
+        self.registry = Registry(settings.data_dir)
+        settings = resolve_names(settings, self.registry)
         self.settings = settings
         self.lock = lock or WriteLock(settings.data_dir)
         self.lexicals = LexicalIndexes(settings.data_dir / "lexical", self.lock)
@@ -61,11 +68,38 @@ class Service:
         """Returns a service over the same store and embedding model whose engine settings have
         these changes (the page's model picker); each service loads its own engine."""
         settings = with_engine(self.settings, **changes)
-        return Service(settings, self.embedder, store=self.store, lock=self.lock)
+        variant = Service(settings, self.embedder, store=self.store, lock=self.lock)
+        variant.__dict__["embedders"] = self.embedders  # collections' models: loaded once
+        return variant
+
+    @cached_property
+    def chat_models(self) -> ChatModels[Service]:
+        """The chat models this service can answer with, by name."""
+        return ChatModels(
+            self,
+            self.settings.engine,
+            self.registry,
+            lambda kind, model: self.with_engine(kind=kind, model=model),
+        )
+
+    def for_model(self, name: str | None) -> Service:
+        """Returns the service answering with the chat model called name (None: the configured
+        one); see `chatmodels`."""
+        return self.chat_models.service(name)
 
     @cached_property
     def embedder(self) -> Embedder:
-        return build_embedder(self.settings.embedding)
+        """The configured embedding model: the one new collections get."""
+        return self.embedders.get(self.settings.embedding)
+
+    @cached_property
+    def embedders(self) -> Embedders:
+        """The embedding models of this data directory's collections, each loaded once."""
+        return Embedders(self.registry, self.settings.embedding, lambda: self.embedder)
+
+    def embedder_for(self, target: Collection) -> Embedder:
+        """Returns the embedding model target was built with (see `reindex.Embedders`)."""
+        return self.embedders.for_collection(target)
 
     @property
     def engine(self) -> Engine:
@@ -87,11 +121,14 @@ class Service:
         return check_collection_name(collection or self.settings.collection)
 
     def writable(self, collection: str | None = None) -> Collection:
-        """Returns the collection to write into, created for this embedding model if new; the
-        caller holds `lock`."""
-        return self.store.create(
-            self._name(collection), self.embedder.name, self.embedder.dimension
-        )
+        """Returns the collection to write into, created for the configured embedding model if
+        new; the caller holds `lock`."""
+        name = self._name(collection)
+        self.store.settle(name)
+        if name in self.store.names():
+            return self.store.open(name)
+        e, configured = self.embedder, self.settings.embedding
+        return self.store.create(name, e.name, e.dimension, configured.kind, configured.model)
 
     # -- ingestion -------------------------------------------------------------------------------
 
@@ -114,8 +151,9 @@ class Service:
         progress: Progress | None = None,
     ) -> IngestReport:
         target = self.writable(collection)
+        embedder = self.embedder_for(target)
         ingestor = Ingestor(
-            target, self.embedder, self.settings.chunking, self.settings.ingest, batch_chunks=512
+            target, embedder, self.settings.chunking, self.settings.ingest, batch_chunks=512
         )
         report = ingestor.run(paths, prune=prune, progress=progress)
         self.lexicals.sync(target)
@@ -163,14 +201,33 @@ class Service:
             self.lexicals.delete(name)
             shutil.rmtree(self._uploads_dir(name), ignore_errors=True)
 
+    def reindex(
+        self, collection: str | None, embedding: str, progress: Progress | None = None
+    ) -> Reindexed:
+        """Returns what was done after re-embedding a collection's stored chunks with embedding
+        model `embedding` (a registered name or a model folder) and switching the collection to
+        them in one step; a crash meanwhile leaves it answering with its old model."""
+        name = self._name(collection)
+        settings = choose_embedding(self.registry, embedding, self.settings.embedding)
+        embedder = self.embedders.get(settings)
+        model = EmbeddingModel(embedder.name, embedder.dimension, settings.kind, settings.model)
+        with self.lock.held():
+            batch = self.settings.store.write_batch
+            done = reindex(self.store, name, embedder, model, batch, progress)
+            self.lexicals.sync(self.store.open(name))  # a no-op unless it was out of step before
+        return done
+
     def status(self, collection: str | None = None) -> Status:
         """Returns what answers come from: models (as configured, none loaded) and the contents."""
         name = self._name(collection)
-        records = self.documents(name) if name in self.collections() else []
+        exists = name in self.collections()
+        records = self.documents(name) if exists else []
+        # a collection is searched with the model it was built with, not the configured one
+        built = self.store.open(name).embedding.name if exists else ""
         return Status(
             engine=self.settings.engine.kind,
-            model=model_label(self.settings.engine.model),
-            embedding=model_label(self.settings.embedding.model),
+            model=self.chat_models.default,
+            embedding=built or model_label(self.settings.embedding.model),
             collection=name,
             documents=len(records),
             chunks=sum(r.chunks for r in records),
@@ -200,9 +257,9 @@ class Service:
     def retriever(self, collection: str | None = None) -> Retriever:
         """Returns a retriever over one collection, lexical index in step with the store."""
         target = self.store.open(self._name(collection))
-        target.check_model(self.embedder.name, self.embedder.dimension)
+        embedder = self.embedder_for(target)
         lexical = self.lexicals.read(target)
-        return Retriever(target, lexical, self.embedder, self.settings.retrieval)
+        return Retriever(target, lexical, embedder, self.settings.retrieval)
 
     def search(
         self,

@@ -5,6 +5,13 @@ in one place and move together (embedded or in a Chroma server). Writes are orde
 crash leaves nothing half-visible: a document's other chunks are written before its head, and its
 head is deleted before the rest. Chunks whose head is missing are orphans: queries drop them and
 `repair()` deletes them.
+
+A collection records the embedding model that built it (name, dimension, and the embedding.kind
+and embedding.model values that build it again). Moving a collection C to another model
+(privatellm/reindex.py) writes a hidden collection `C--reindex`, then switches names: C ->
+`C--old`, `C--reindex` -> C, `C--old` deleted. Readers resolve a name to whichever of the three
+is complete (`open`); writers, holding the write lock, finish or undo a switch a crash
+interrupted (`settle`). Names ending in those suffixes are reserved.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 MODEL_KEY = "privatellm:embedding_model"
 DIM_KEY = "privatellm:embedding_dim"
+KIND_KEY = "privatellm:embedding_kind"  # the embedding.kind that builds the model
+REF_KEY = "privatellm:embedding_ref"  # the embedding.model value: a path or 'bundled:...'
+BUILDING_KEY = "privatellm:building"  # set while a reindex writes the collection: not complete
+STAGING = "--reindex"  # suffix of the hidden collection a reindex writes
+RETIRED = "--old"  # suffix a collection's old version has for a moment during the switch
+_HIDDEN = (STAGING, RETIRED)
 
 
 def check_collection_name(name: str) -> str:
@@ -39,7 +52,30 @@ def check_collection_name(name: str) -> str:
             f"invalid collection name {name!r}: use 3-63 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
+    if name.endswith(_HIDDEN):
+        raise ConfigError(
+            f"invalid collection name {name!r}: names ending in {STAGING!r} or {RETIRED!r} are "
+            "reserved for reindexing"
+        )
     return name
+
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """The embedding model a collection's vectors came from: what the store checks vectors
+    against (name, dimension) and what builds the model again (kind, ref)."""
+
+    name: str
+    dimension: int
+    kind: str = ""  # embedding.kind; "" in collections made before it was recorded
+    ref: str = ""  # embedding.model: a model folder's path or 'bundled:...'
+
+    def metadata(self) -> dict[str, Any]:
+        """Returns the collection metadata that records this model."""
+        meta: dict[str, Any] = {MODEL_KEY: self.name, DIM_KEY: self.dimension}
+        if self.kind:
+            meta.update({KIND_KEY: self.kind, REF_KEY: self.ref})
+        return meta
 
 
 class ChromaStore:
@@ -60,51 +96,119 @@ class ChromaStore:
         self._client = chromadb.PersistentClient(path=str(path), settings=chroma)
 
     def names(self) -> list[str]:
-        """Returns the names of the collections in the store, sorted."""
-        return sorted(c.name for c in self._client.list_collections())
+        """Returns the names of the collections in the store, sorted; the hidden parts of a
+        reindex never show, and a collection caught mid-switch by a crash shows once."""
+        found = self._listing()
+        bases = {name.removesuffix(STAGING).removesuffix(RETIRED) for name in found}
+        return sorted(name for name in bases if self._serving(name, found) is not None)
 
     def open(self, name: str) -> Collection:
-        """Returns an existing collection, or raises NotFoundError."""
-        check_collection_name(name)
-        if name not in self.names():
-            raise NotFoundError(f"no collection named {name!r} (nothing ingested into it yet)")
-        return Collection(
-            self._client.get_collection(name, embedding_function=None), self._settings.write_batch
-        )
+        """Returns an existing collection, or raises NotFoundError.
 
-    def create(self, name: str, model: str, dimension: int) -> Collection:
-        """Returns the collection, created for this embedding model if it did not exist."""
+        Where a crash interrupted a reindex's switch, this is whichever version is complete,
+        under its usual name; the next writer renames it back into place (`settle`)."""
         check_collection_name(name)
-        if name in self.names():
+        serving = self._serving(name, self._listing())
+        if serving is None:
+            raise NotFoundError(f"no collection named {name!r} (nothing ingested into it yet)")
+        return self._collection(serving, name)
+
+    def create(
+        self, name: str, model: str, dimension: int, kind: str = "", ref: str = ""
+    ) -> Collection:
+        """Returns the collection, created for this embedding model if it did not exist; the
+        caller holds the write lock."""
+        check_collection_name(name)
+        self.settle(name)
+        if name in self._listing():
             collection = self.open(name)
         else:
-            s = self._settings
-            collection = Collection(
-                self._client.create_collection(
-                    name,
-                    embedding_function=None,
-                    configuration={
-                        "hnsw": {
-                            "space": s.hnsw_space,
-                            "ef_construction": s.hnsw_construction_ef,
-                            "ef_search": s.hnsw_search_ef,
-                            "max_neighbors": s.hnsw_max_neighbors,
-                        }
-                    },
-                    metadata={
-                        MODEL_KEY: model,
-                        DIM_KEY: dimension,
-                        "privatellm:created_at": _now(),
-                    },
-                ),
-                s.write_batch,
-            )
+            collection = self._new(name, EmbeddingModel(model, dimension, kind, ref))
         collection.check_model(model, dimension)
         return collection
 
     def delete(self, name: str) -> None:
+        """Deletes a collection, with whatever an interrupted reindex left of it."""
         self.open(name)
-        self._client.delete_collection(name)
+        for physical in (name, name + STAGING, name + RETIRED):
+            if physical in self._listing():
+                self._client.delete_collection(physical)
+
+    # -- moving a collection to another embedding model (the caller holds the write lock) --------
+
+    def staging(self, name: str, model: EmbeddingModel) -> Collection:
+        """Returns a new, empty, hidden collection to re-embed collection name into, marked
+        incomplete; one an earlier reindex left behind is deleted first."""
+        self.settle(name)
+        return self._new(name + STAGING, model, {BUILDING_KEY: True})
+
+    def switch(self, name: str) -> Collection:
+        """Returns collection name answering from its staging collection, which replaced the
+        old version.
+
+        Each step leaves a state that `open` serves and `settle` completes: staging marked
+        complete (the old version still answers), name -> name--old (staging answers), staging
+        -> name, name--old deleted.
+        """
+        chroma = self._client.get_collection(name + STAGING, embedding_function=None)
+        chroma.modify(metadata={k: v for k, v in chroma.metadata.items() if k != BUILDING_KEY})
+        self._client.get_collection(name, embedding_function=None).modify(name=name + RETIRED)
+        chroma.modify(name=name)
+        self._client.delete_collection(name + RETIRED)
+        return self.open(name)
+
+    def settle(self, name: str) -> None:
+        """Finishes a switch a crash interrupted, or drops what an unfinished reindex left."""
+        found = self._listing()
+        staged, retired = found.get(name + STAGING), found.get(name + RETIRED)
+        if name not in found and staged is not None and _complete(staged):
+            staged.modify(name=name)
+            staged = None
+        elif name not in found and retired is not None:
+            retired.modify(name=name)
+            retired = None
+        for leftover in (staged, retired):
+            if leftover is not None:
+                self._client.delete_collection(leftover.name)
+
+    def _listing(self) -> dict[str, Any]:
+        return {c.name: c for c in self._client.list_collections()}
+
+    def _serving(self, name: str, found: dict[str, Any]) -> str | None:
+        """Returns the stored collection that answers for name, or None."""
+        staged = found.get(name + STAGING)
+        if name in found:
+            return name
+        if staged is not None and _complete(staged):
+            return staged.name  # type: ignore[no-any-return]
+        return name + RETIRED if name + RETIRED in found else None
+
+    def _collection(self, physical: str, name: str) -> Collection:
+        chroma = self._client.get_collection(physical, embedding_function=None)
+        return Collection(chroma, self._settings.write_batch, name)
+
+    def _new(
+        self, physical: str, model: EmbeddingModel, extra: dict[str, Any] | None = None
+    ) -> Collection:
+        s = self._settings
+        chroma = self._client.create_collection(
+            physical,
+            embedding_function=None,
+            configuration={
+                "hnsw": {
+                    "space": s.hnsw_space,
+                    "ef_construction": s.hnsw_construction_ef,
+                    "ef_search": s.hnsw_search_ef,
+                    "max_neighbors": s.hnsw_max_neighbors,
+                }
+            },
+            metadata={**model.metadata(), "privatellm:created_at": _now(), **(extra or {})},
+        )
+        return Collection(chroma, s.write_batch, physical.removesuffix(STAGING))
+
+
+def _complete(chroma: Any) -> bool:
+    return not (chroma.metadata or {}).get(BUILDING_KEY)
 
 
 def _server_client(settings: StoreSettings, chroma: Any) -> Any:
@@ -181,22 +285,49 @@ class StoredRow:
     vector: NDArray[np.float32]
 
 
+@dataclass(frozen=True)
+class StoredText:
+    """One chunk's text and metadata exactly as the store holds them, without its vector."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
 class Collection:
     """One Chroma collection of chunks, with document records on the head chunks."""
 
-    def __init__(self, chroma: Any, write_batch: int = 1000) -> None:
+    def __init__(self, chroma: Any, write_batch: int = 1000, name: str | None = None) -> None:
+        """name: what users call it, where the stored collection has another name for a
+        moment (a reindex's staging collection)."""
         self._c = chroma
         self._write_batch = write_batch
+        self._name = name or str(chroma.name)
 
     @property
     def name(self) -> str:
-        return str(self._c.name)
+        return self._name
 
     @property
     def model(self) -> tuple[str, int]:
         """Returns (embedding model name, dimension) this collection was built with."""
+        return self.embedding.name, self.embedding.dimension
+
+    @property
+    def embedding(self) -> EmbeddingModel:
+        """Returns the embedding model this collection was built with, as recorded."""
         meta = self._c.metadata or {}
-        return str(meta.get(MODEL_KEY, "")), int(meta.get(DIM_KEY, 0))
+        return EmbeddingModel(
+            str(meta.get(MODEL_KEY, "")),
+            int(meta.get(DIM_KEY, 0)),
+            str(meta.get(KIND_KEY, "")),
+            str(meta.get(REF_KEY, "")),
+        )
+
+    def record_model(self, model: EmbeddingModel) -> None:
+        """Records where the collection's model is now (same name and dimension, new ref)."""
+        self.check_model(model.name, model.dimension)
+        self._c.modify(metadata={**(self._c.metadata or {}), **model.metadata()})
 
     def check_model(self, model: str, dimension: int) -> None:
         built, dim = self.model
@@ -304,6 +435,26 @@ class Collection:
                 got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
             ):
                 yield StoredRow(cid, text, dict(meta), np.asarray(vector, dtype=np.float32))
+
+    def stored(self, ids: Sequence[str]) -> list[StoredText]:
+        """Returns the chunks with these ids that are stored, in that order, as stored."""
+        got = self._c.get(ids=list(ids), include=["documents", "metadatas"])
+        found = {
+            cid: StoredText(cid, text, dict(meta))
+            for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        }
+        return [found[i] for i in ids if i in found]
+
+    def put(self, rows: Sequence[StoredText], vectors: NDArray[np.float32]) -> None:
+        """Writes chunks exactly as given (metadata and all), with these vectors."""
+        for start in range(0, len(rows), self._write_batch):
+            part = rows[start : start + self._write_batch]
+            self._c.upsert(
+                ids=[r.id for r in part],
+                embeddings=vectors[start : start + len(part)],
+                documents=[r.text for r in part],
+                metadatas=[r.metadata for r in part],
+            )
 
     def page_boxes(self, doc_id: str, page: int) -> list[Box]:
         """Returns where the OCR'd lines of a document's page sit (none if it was not OCR'd)."""

@@ -39,6 +39,20 @@ def is_cjk(text: str, share: float = 0.3) -> bool:
     return bool(letters) and sum(is_cjk_char(c) for c in letters) / len(letters) >= share
 
 
+_KANA = re.compile("[\u3040-\u30ff]")
+_HANGUL = re.compile("[\uac00-\ud7af]")
+
+
+def cjk_language(text: str) -> str | None:
+    """Returns 'ja', 'ko' or 'zh' for text written mostly in Japanese, Korean or Chinese (by
+    `is_cjk`), else None. Kana mark Japanese and Hangul Korean; Han alone is taken as Chinese."""
+    if not is_cjk(text):
+        return None
+    if _KANA.search(text):
+        return "ja"
+    return "ko" if _HANGUL.search(text) else "zh"
+
+
 def split_sentences(text: str) -> list[str]:
     """Returns the sentences of text, markers still attached, empty pieces dropped.
 

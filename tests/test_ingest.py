@@ -79,15 +79,22 @@ def test_moved_file_keeps_one_document(real_service: Service, tmp_path: Path) ->
     assert real_service.retrieve("zebra stripes", top_k=1)[0].chunk.source.endswith("b.md")
 
 
-def test_collection_refuses_another_embedding_model(
-    real_service: Service, sample_copy: Path
-) -> None:
+def test_collection_keeps_its_embedding_model(real_service: Service, sample_copy: Path) -> None:
     real_service.ingest([sample_copy / "privatellm-guide.md"])
     other = Service(real_service.settings.model_copy(update={"embedding": _fake()}))
+    # Configured for another model, a service still writes and searches a collection with the
+    # model the collection records (more in tests/test_reindex.py).
+    note = sample_copy / "zebra.md"
+    note.write_text("Zebra stripes confuse biting flies.", encoding="utf-8")
+    assert other.ingest([note]).paths("added") == [str(note)]
+    assert other.store.open("default").model == ("all-MiniLM-L6-v2", 384)
+    assert other.retrieve("zebra stripes", top_k=1, mode="dense")[0].chunk.source == str(note)
+    # A collection that does not record how to build its model refuses another one.
+    other.store.create("legacy", "all-MiniLM-L6-v2", 384)
     with pytest.raises(EmbeddingMismatchError, match="all-MiniLM-L6-v2"):
-        other.ingest([sample_copy])
+        other.ingest([note], collection="legacy")
     with pytest.raises(EmbeddingMismatchError):
-        other.retrieve("anything")
+        other.retrieve("anything", collection="legacy")
 
 
 def _fake():  # type: ignore[no-untyped-def]

@@ -159,17 +159,14 @@ def test_service_errors_are_messages_not_tracebacks(page: AppTest) -> None:
     page.button(key="create").click().run()
     assert not page.exception
     assert "invalid collection name 'no/slashes'" in page.error[0].value
-    page.text_input(key="model").set_value("/nowhere/model.gguf").run()
-    assert not page.exception
-    assert any("is not a .gguf file" in e.value for e in page.sidebar.error)
 
 
-def test_model_path_switches_the_engine(page: AppTest, tmp_path: Path) -> None:
-    model = tmp_path / "tiny-model.gguf"
-    model.write_bytes(b"GGUF")  # the fake engine never reads it
-    page.text_input(key="model").set_value(str(model)).run()
-    assert not page.exception and not page.error
-    assert "model **tiny-model**" in _status(page)  # the label /v1/models gives it too
+def test_model_picker_offers_registered_models_only(page: AppTest) -> None:
+    # No free-text path: the configured model (the fake engine, named as the bundled model it
+    # stands in for) and the registered ones; tests/test_model_registry.py switches between two
+    # with the real engine.
+    assert page.selectbox(key="model").options == ["SmolLM2-135M-Instruct"]
+    assert "model **SmolLM2-135M-Instruct**" in _status(page)  # as /v1/models names it
 
 
 def test_page_reads_what_the_cli_ingested(data_dir: Path, tmp_path: Path) -> None:

@@ -118,12 +118,14 @@ def test_delete_collection_removes_its_index_and_uploads(fake_service: Service) 
 
 
 def test_status_counts_documents_and_chunks(fake_service: Service) -> None:
-    assert (fake_service.status().documents, fake_service.status().chunks) == (0, 0)
+    empty = fake_service.status()
+    assert (empty.documents, empty.chunks) == (0, 0)
+    assert empty.embedding == "all-MiniLM-L6-v2"  # no collection yet: the setting's label
     fake_service.ingest_uploads([Upload("a.txt", TEXT), Upload("b.txt", OTHER)])
     status = fake_service.status()
     assert (status.collection, status.documents, status.chunks) == ("default", 2, 2)
     assert status.engine == "llamacpp" and status.model == "SmolLM2-135M-Instruct"
-    assert status.embedding == "all-MiniLM-L6-v2"  # labels of the settings: nothing is loaded
+    assert status.embedding == "fake-hashing-256"  # the model the collection is searched with
 
 
 def test_a_model_has_one_label_wherever_it_is_shown() -> None:

@@ -122,15 +122,6 @@ def _base_service(settings_json: str) -> Service:
     return Service(Settings.model_validate_json(settings_json))
 
 
-@st.cache_resource(show_spinner="Loading the embedding model…", max_entries=2)
-def _service(settings_json: str, model: str) -> Service:
-    """The service answering with model; a second model gets its own engine, a third evicts."""
-    base = _base_service(settings_json)
-    if model == base.settings.engine.model:
-        return base
-    return base.with_engine(model=model)
-
-
 # -- page ------------------------------------------------------------------------------------------
 
 
@@ -150,8 +141,9 @@ def main() -> None:
         return
     top, uploads, documents, options = (st.sidebar.container() for _ in range(4))
     with options:
-        choices = _choices(base.settings)
-    service = _guarded(lambda: _service(settings_json, choices.model))
+        choices = _choices(base)
+    # Each model keeps its own engine (engine.max_loaded of them in memory) in the base service.
+    service = _guarded(lambda: base.for_model(choices.model))
     if service is None:
         return
     with top:
@@ -196,7 +188,8 @@ def _say(kind: str, text: str) -> None:
 # -- sidebar ---------------------------------------------------------------------------------------
 
 
-def _choices(settings: Settings) -> Choices:
+def _choices(base: Service) -> Choices:
+    settings = base.settings
     engine, retrieval = settings.engine, settings.retrieval
     with st.expander("Answer settings"):
         top_k = st.slider(
@@ -218,21 +211,15 @@ def _choices(settings: Settings) -> Choices:
         max_tokens = st.number_input(
             "Max answer tokens", 16, longest, min(engine.max_tokens, longest), 16, key="max_tokens"
         )
-        model = st.text_input(
-            "Model (GGUF path)",
-            engine.model,
-            help="'bundled:…' or the path of a .gguf file",
+        names = _guarded(base.chat_models.names) or [base.chat_models.default]
+        model = st.selectbox(
+            "Model",
+            names,
             key="model",
-        ).strip()
-    if model != engine.model and not _is_gguf(model):
-        st.error(f"{model!r} is not a .gguf file: answering with {engine.model}")
-        model = engine.model
+            help="The configured model and every registered one (`privatellm models pull`, "
+            "`privatellm models import`); switching needs no restart.",
+        )
     return Choices(top_k, mode, temperature, int(max_tokens), model, answer_mode)
-
-
-def _is_gguf(model: str) -> bool:
-    path = Path(model).expanduser()
-    return path.suffix.lower() == ".gguf" and path.is_file()
 
 
 def _collection_picker(service: Service) -> str:

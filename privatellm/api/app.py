@@ -13,7 +13,6 @@ from privatellm.api import schemas as s
 from privatellm.api.errors import install_error_handlers
 from privatellm.api.routes import Routes
 from privatellm.api.security import authorizer, limit_upload_size
-from privatellm.config import model_label
 from privatellm.service import Service
 
 
@@ -28,7 +27,7 @@ def create_app(service: Service) -> FastAPI:
     install_error_handlers(app)
     limit_upload_size(app, service.settings.api)
     guard = [Depends(authorizer(service.settings.api.api_key))]
-    routes = Routes(service, model_label(service.settings.engine.model))
+    routes = Routes(service, service.chat_models.default)
 
     app.get("/health", tags=["health"])(_health)
     app.post("/v1/chat/completions", dependencies=guard, tags=["completions"])(routes.chat)

@@ -45,11 +45,20 @@ HighlightParam = Annotated[
 
 
 class Routes:
-    """The handlers, bound to one service and the model name it answers as."""
+    """The handlers, bound to one service and the model name it answers as by default."""
 
     def __init__(self, service: Service, model: str) -> None:
         self.service = service
         self.model = model
+
+    def _answering(self, requested: str | None) -> tuple[Service, str]:
+        """Returns the service answering a request and its model's name: the registered chat
+        model the request names, else the configured one (OpenAI clients send names of their
+        own, such as 'gpt-4o', that must keep working)."""
+        found = self.service.registry.find(requested) if requested else None
+        if found is None or found.role != "chat":
+            return self.service.for_model(None), self.model  # counted among the loaded ones
+        return self.service.for_model(found.name), found.name
 
     # -- answering --------------------------------------------------------------------------------
 
@@ -65,12 +74,13 @@ class Routes:
         if not body.use_context:
             chat: list[Message] = [{"role": m.role, "content": m.content or ""} for m in messages]
             return self._uncited(body, chat)
+        service, model = self._answering(body.model)
         history: list[Message] = [
             {"role": m.role, "content": m.content or ""}
             for m in messages[: users[-1]]
             if m.role != "system"
         ]
-        reply = self.service.ask(
+        reply = service.ask(
             question.content or "",
             body.collection or collection,
             history,
@@ -79,7 +89,7 @@ class Routes:
             system=system,
             answer_mode=body.answer_mode,
         )
-        return self._cited(body, reply)
+        return self._cited(body, reply, service, model)
 
     def completions(self, body: s.CompletionsBody, collection: CollectionParam = None) -> Response:
         """One prompt, optionally with a system prompt; same answers and shapes as chat."""
@@ -88,7 +98,8 @@ class Routes:
             if body.system_prompt:
                 chat.insert(0, {"role": "system", "content": body.system_prompt})
             return self._uncited(body, chat, text=True)
-        reply = self.service.ask(
+        service, model = self._answering(body.model)
+        reply = service.ask(
             body.prompt,
             body.collection or collection,
             sources=_filter_doc_ids(body.context_filter),
@@ -96,37 +107,46 @@ class Routes:
             system=body.system_prompt,
             answer_mode=body.answer_mode,
         )
-        return self._cited(body, reply, text=True)
+        return self._cited(body, reply, service, model, text=True)
 
     def _uncited(self, body: s._Generation, chat: list[Message], text: bool = False) -> Response:
         """Returns the model's own reply to chat, no documents involved."""
-        pieces = iter(self.service.chat(chat, _sampling(body)))
+        service, model = self._answering(body.model)
+        pieces = iter(service.chat(chat, _sampling(body)))
         stream = pull_first(pieces)
         if body.stream:
-            events = completion_events(self.model, stream, None, lambda: None)
+            events = completion_events(model, stream, None, lambda: None)
             return event_stream(events, getattr(pieces, "close", None))
         content = "".join(stream)
-        prompt_tokens = sum(self.service.count_tokens(m["content"]) for m in chat)
-        usage = self._usage(prompt_tokens, self.service.count_tokens(content))
-        return _json(self._completion(content, None, None, usage, text))
+        prompt_tokens = sum(service.count_tokens(m["content"]) for m in chat)
+        usage = self._usage(prompt_tokens, service.count_tokens(content))
+        return _json(self._completion(model, content, None, None, usage, text))
 
-    def _cited(self, body: s._Generation, reply: Reply, text: bool = False) -> Response:
+    def _cited(
+        self,
+        body: s._Generation,
+        reply: Reply,
+        service: Service,
+        model: str,
+        text: bool = False,
+    ) -> Response:
         """Returns an answer from the documents, with its sources if the body asks for them."""
         stream = pull_first(iter(reply))
         sources = [s.Chunk.of(h) for h in reply.passages] if body.include_sources else None
         headers = {SOURCES_HEADER: sources_header(sources)} if sources is not None else None
         if body.stream:
-            events = completion_events(self.model, stream, sources, reply.answer)
+            events = completion_events(model, stream, sources, reply.answer)
             return event_stream(events, reply.close, headers)
         for _ in stream:
             pass
         answer = reply.answer()
-        completion = 0 if answer.abstained else self.service.count_tokens(answer.text)
+        completion = 0 if answer.abstained else service.count_tokens(answer.text)
         usage = self._usage(reply.prompt_tokens, completion)
-        return _json(self._completion(answer.text, sources, answer, usage, text), headers)
+        return _json(self._completion(model, answer.text, sources, answer, usage, text), headers)
 
+    @staticmethod
     def _completion(
-        self,
+        model: str,
         content: str,
         sources: list[s.Chunk] | None,
         answer: Answer | None,
@@ -140,7 +160,7 @@ class Routes:
             sources=sources,
             **answer_fields(answer),
         )
-        return s.OpenAICompletion(model=self.model, choices=[choice], usage=usage)
+        return s.OpenAICompletion(model=model, choices=[choice], usage=usage)
 
     @staticmethod
     def _usage(prompt_tokens: int, completion_tokens: int) -> s.Usage:
@@ -283,8 +303,9 @@ class Routes:
         )
 
     def models(self) -> s.ModelList:
-        """The one model this server answers with."""
-        return s.ModelList(data=[s.Model(id=self.model)])
+        """The chat models this server answers with: the configured one first, then every
+        registered one (`privatellm models list`); a request's `model` picks one."""
+        return s.ModelList(data=[s.Model(id=name) for name in self.service.chat_models.names()])
 
 
 def _filter_doc_ids(context_filter: s.ContextFilter | None) -> list[str] | None:

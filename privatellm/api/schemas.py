@@ -33,7 +33,9 @@ class _Generation(_Body):
     """What every generating request may say: the standard OpenAI fields and PrivateGPT's."""
 
     model: str | None = Field(
-        default=None, description="Accepted from OpenAI clients; one model serves."
+        default=None,
+        description="A registered chat model's name (GET /v1/models) answers; any other name "
+        "(OpenAI clients send their own, e.g. 'gpt-4o') gets the configured model.",
     )
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
