@@ -143,7 +143,7 @@ def test_second_writer_is_refused_while_one_runs(fake_settings: Settings, tmp_pa
     fake_settings.data_dir.mkdir(parents=True)
     with FileLock(str(fake_settings.data_dir / "write.lock")):
         result = run_cli("--data-dir", fake_settings.data_dir, "ingest", tmp_path / "a.txt")
-    assert result.returncode == 1 and "another ingest is running" in result.stderr
+    assert result.returncode == 1 and "another ingest or reindex is running" in result.stderr
     assert service.ingest([tmp_path / "a.txt"]).paths("added")
 
 
