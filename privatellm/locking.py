@@ -52,4 +52,6 @@ class WriteLock:
 
     def _busy(self) -> StoreLockedError:
         folder = self.path.parent
-        return StoreLockedError(f"another ingest or reindex is running on {folder}; wait for it to finish")
+        return StoreLockedError(
+            f"another ingest or reindex is running on {folder}; wait for it to finish"
+        )
