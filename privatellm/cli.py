@@ -420,11 +420,13 @@ def serve(ctx: _Context, host: str | None, port: int | None) -> None:
     """Serve the OpenAI- and PrivateGPT-compatible HTTP API (docs at /docs).
 
     Models load before the server starts listening, so a missing model is an error here, not
-    on the first request.
+    on the first request. The folders in ingest.watch are kept in step meanwhile, one line per
+    change on stderr; GET /v1/ingest/watch tells how each stands.
     """
     import uvicorn
 
     from privatellm.api import create_app
+    from privatellm.watchfolders import start_watchers, stop_watchers
 
     api = ctx.settings.api
     host, port = host or api.host, port or api.port
@@ -436,7 +438,62 @@ def serve(ctx: _Context, host: str | None, port: int | None) -> None:
         )
     service = ctx.service
     service.embedder, service.engine  # noqa: B018  load both now
-    uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+    watchers = start_watchers(service, on_event=lambda line: click.echo(line, err=True))
+    try:
+        uvicorn.run(create_app(service, watchers), host=host, port=port, log_level="info")
+    finally:
+        stop_watchers(watchers)
+
+
+@cli.command()
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@COLLECTION
+@click.option(
+    "--polling", is_flag=True, help="Poll for changes (network shares) instead of OS events."
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds a file must stay unchanged before it is read.",
+)
+@click.pass_obj
+def watch(
+    ctx: _Context, paths: tuple[Path, ...], collection: str | None, polling: bool, debounce: float
+) -> None:
+    """Keep a collection in step with folders until Ctrl-C.
+
+    Ingests each folder once (unchanged files are only read), then ingests new and changed files
+    and removes deleted ones as they happen, one line per change. Hidden and temporary files
+    (name~, .swp, .part, ...) are ignored; a file is read once it has stayed unchanged for
+    --debounce seconds. Ctrl-C stops it (exit status 0).
+    """
+    from privatellm.watching import FolderWatcher
+
+    name = collection or ctx.settings.collection
+    watchers = [
+        FolderWatcher(
+            ctx.service, p, name, polling=polling, debounce_seconds=debounce, on_event=click.echo
+        )
+        for p in paths
+    ]
+    try:
+        for watcher in watchers:
+            watcher.start()
+        for watcher in watchers:
+            while watcher.state().state == "starting":
+                time.sleep(0.1)
+            click.echo(f"watching {watcher.path} (collection {name!r}); Ctrl-C stops")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    finally:
+        for watcher in watchers:
+            watcher.stop()
 
 
 @cli.command()

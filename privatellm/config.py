@@ -112,6 +112,22 @@ class ChunkingSettings(_Section):
     )
 
 
+class WatchFolder(_Section):
+    path: Path = Field(
+        description="A folder kept in step with a collection: its files are ingested when they "
+        "appear or change and removed from the collection when they go (relative to the "
+        "directory privatellm starts in)."
+    )
+    collection: str | None = Field(
+        None, description="The collection the folder's files go to (null: the default one)."
+    )
+    polling: bool = Field(
+        False,
+        description="Look for changes by listing the folder every few seconds instead of "
+        "asking the operating system: for network shares and mounts that send no events.",
+    )
+
+
 class IngestSettings(_Section):
     max_file_mb: float = Field(
         200, gt=0, description="Files larger than this are skipped with a message."
@@ -148,6 +164,18 @@ class IngestSettings(_Section):
     tables: bool = Field(
         False,
         description="Write PDF tables as rows that keep their column headers, after the page text.",
+    )
+    watch: list[WatchFolder] = Field(
+        default_factory=list,
+        description="Folders `privatellm serve` and the page keep in step in the background, "
+        "each a mapping of path, collection and polling, e.g. [{path: ~/notes, collection: "
+        "notes}] (see `privatellm watch`).",
+    )
+    watch_debounce_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Quiet time after a file's last change before it is read again, so that "
+        "an editor's save (several writes, a temporary file renamed) is ingested once.",
     )
 
     def reading(self) -> Reading:

@@ -7,7 +7,7 @@ with each file and in what order; the work itself is done by the modules it call
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -263,8 +263,17 @@ class Ingestor:
         self._by_hash.pop(record.content_hash, None)
 
     def _prune(self, paths: Sequence[Path], report: IngestReport) -> None:
-        roots = [display_path(p.absolute()).rstrip(os.sep) + os.sep for p in paths if p.is_dir()]
-        for record in list(self._records.values()):
-            if record.source.startswith(tuple(roots)) and not os.path.lexists(record.source):
-                self._forget(record)
-                report.outcomes.append(FileOutcome(record.source, "removed", doc_id=record.id))
+        for record in vanished(list(self._records.values()), paths):
+            self._forget(record)
+            report.outcomes.append(FileOutcome(record.source, "removed", doc_id=record.id))
+
+
+def vanished(records: Iterable[DocumentRecord], paths: Sequence[Path]) -> list[DocumentRecord]:
+    """Returns the records whose file is gone and was one of paths or lay under one of them."""
+    shown = [display_path(p.absolute()).rstrip(os.sep) for p in paths]
+    under = tuple(s + os.sep for s in shown)
+    return [
+        r
+        for r in records
+        if (r.source in shown or r.source.startswith(under)) and not os.path.lexists(r.source)
+    ]

@@ -21,7 +21,7 @@ from privatellm.embeddings import Embedder
 from privatellm.engines import DEFAULT, Engine, Message, Sampling, build_engine
 from privatellm.errors import ConfigError, NotFoundError
 from privatellm.gate import GatedModel
-from privatellm.ingest import Ingestor, display_path
+from privatellm.ingest import Ingestor, display_path, vanished
 from privatellm.lexical import LexicalIndex, LexicalIndexes
 from privatellm.locking import WriteLock
 from privatellm.pages import document_page
@@ -30,7 +30,14 @@ from privatellm.reindex import Embedders, Reindexed, choose_embedding, reindex
 from privatellm.retrieval import Mode, Retrieval, Retriever
 from privatellm.store import ChromaStore, Collection, EmbeddingModel, check_collection_name
 from privatellm.summaries import Summarizer, document_texts
-from privatellm.types import DocumentRecord, IngestReport, Progress, ScoredChunk, Status
+from privatellm.types import (
+    DocumentRecord,
+    FileOutcome,
+    IngestReport,
+    Progress,
+    ScoredChunk,
+    Status,
+)
 from privatellm.uploads import Upload, ingest_uploads
 
 
@@ -158,6 +165,22 @@ class Service:
         report = ingestor.run(paths, prune=prune, progress=progress)
         self.lexicals.sync(target)
         return report
+
+    def prune(self, paths: Sequence[Path], collection: str | None = None) -> IngestReport:
+        """Returns the documents removed: those whose file is gone and was one of paths or lay
+        under one of them. No file is read (a watched folder's deletions and moves out)."""
+        name = self._name(collection)
+        with self.lock.held():
+            if name not in self.store.names():
+                return IngestReport()
+            target = self.store.open(name)
+            gone = vanished(target.documents(), paths)
+            for record in gone:
+                target.delete(record)
+            if gone:
+                self.lexicals.sync(target)
+            removed = [FileOutcome(r.source, "removed", doc_id=r.id) for r in gone]
+            return IngestReport(removed, target.count())
 
     def ingest_uploads(
         self,

@@ -105,7 +105,8 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 def test_nothing_below_the_service_imports_it() -> None:
     graph = _graph()
-    above = {"privatellm.cli", "privatellm.langchain", "privatellm.evaluate"}
+    above = {"privatellm.cli", "privatellm.langchain", "privatellm.evaluate", "privatellm.watching"}
+    above |= {"privatellm.watchfolders"}
     above |= {name for name in graph if name.startswith("privatellm.api")}
     for name, dependencies in graph.items():
         if "privatellm.service" in dependencies:

@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from privatellm.engines import Message
     from privatellm.service import Service
     from privatellm.types import Answer, Citation, FileOutcome, ScoredChunk
+    from privatellm.watching import FolderWatcher
 
 log = logging.getLogger("privatellm.ui")
 
 MODES: tuple[Mode, ...] = get_args(Mode)
 ANSWER_MODES: tuple[AnswerMode, ...] = get_args(AnswerMode)
 HISTORY_MESSAGES = 6  # earlier turns given to follow-up condensing
+WATCH_REFRESH_SECONDS = 2.0  # how often the sidebar redraws the watched folders' state
 # Streamlit's bundled Material icons: they render without emoji fonts on the machine.
 ICONS = {
     "added": ":green[:material/check_circle:]",
@@ -122,6 +124,21 @@ def _base_service(settings_json: str) -> Service:
     return Service(Settings.model_validate_json(settings_json))
 
 
+def _stop_watchers(watchers: list[FolderWatcher]) -> None:
+    from privatellm.watchfolders import stop_watchers
+
+    stop_watchers(watchers)
+
+
+# Once per process, like the service: every tab sees the same watchers, and clearing the cache
+# (or a changed settings file) stops them.
+@st.cache_resource(show_spinner="Starting the folder watchers…", on_release=_stop_watchers)
+def _watchers(settings_json: str) -> list[FolderWatcher]:
+    from privatellm.watchfolders import start_watchers
+
+    return start_watchers(_base_service(settings_json))
+
+
 # -- page ------------------------------------------------------------------------------------------
 
 
@@ -139,7 +156,8 @@ def main() -> None:
     except SystemExit:
         st.error("privatellm cannot start: unknown arguments after `--` (see --help)")
         return
-    top, uploads, documents, options = (st.sidebar.container() for _ in range(4))
+    watchers: list[FolderWatcher] = _guarded(lambda: _watchers(settings_json)) or []
+    top, uploads, documents, watched, options = (st.sidebar.container() for _ in range(5))
     with options:
         choices = _choices(base)
     # Each model keeps its own engine (engine.max_loaded of them in memory) in the base service.
@@ -152,6 +170,9 @@ def main() -> None:
         _uploader(service, collection)
     with documents:
         _document_list(service, collection)
+    if watchers:
+        with watched:
+            _watched_folders(watchers)
     _flash()
     _status_line(service, collection)
     _chat(service, collection, choices)
@@ -327,6 +348,21 @@ def _remove_document(service: Service, collection: str, doc_id: str) -> None:
         _say("error", str(e))
         return
     _say("success", f"Deleted {_name(record.source)}.")
+
+
+@st.fragment(run_every=WATCH_REFRESH_SECONDS)
+def _watched_folders(watchers: Sequence[FolderWatcher]) -> None:
+    """Shows one line per watched folder: where it is, its collection, and how it stands."""
+    from privatellm.watchfolders import describe
+
+    st.caption("**Watched folders**")
+    for watcher in watchers:
+        state = watcher.state()
+        icon = ":red[:material/error:]" if state.state == "error" else ":material/folder:"
+        st.caption(
+            f"{icon} {_escape(state.path)} → {_escape(state.collection)}: "
+            f"{_escape(describe(state))}"
+        )
 
 
 # -- main area -------------------------------------------------------------------------------------

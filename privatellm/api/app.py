@@ -1,10 +1,12 @@
-"""The HTTP API: `create_app(service)` returns a FastAPI app over a Service.
+"""The HTTP API: `create_app(service, watchers)` returns a FastAPI app over a Service.
 
 The app is assembled here from its parts: `routes` (handlers), `streaming` (server-sent events),
 `security` (API key, upload size) and `errors` (OpenAI-style error bodies).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from fastapi import Depends, FastAPI, Response
 from fastapi_offline import FastAPIOffline
@@ -14,10 +16,12 @@ from privatellm.api.errors import install_error_handlers
 from privatellm.api.routes import Routes
 from privatellm.api.security import authorizer, limit_upload_size
 from privatellm.service import Service
+from privatellm.watching import FolderWatcher
 
 
-def create_app(service: Service) -> FastAPI:
-    """Returns the API app serving service (models load on first use)."""
+def create_app(service: Service, watchers: Sequence[FolderWatcher] = ()) -> FastAPI:
+    """Returns the API app serving service (models load on first use) and reporting how the
+    watchers' folders stand; it neither starts nor stops the watchers."""
     # FastAPIOffline: the same /docs page, its scripts served from here instead of a CDN.
     app = FastAPIOffline(
         title="privatellm",
@@ -27,7 +31,7 @@ def create_app(service: Service) -> FastAPI:
     install_error_handlers(app)
     limit_upload_size(app, service.settings.api)
     guard = [Depends(authorizer(service.settings.api.api_key))]
-    routes = Routes(service, service.chat_models.default)
+    routes = Routes(service, service.chat_models.default, watchers)
 
     app.get("/health", tags=["health"])(_health)
     app.post("/v1/chat/completions", dependencies=guard, tags=["completions"])(routes.chat)
@@ -36,6 +40,7 @@ def create_app(service: Service) -> FastAPI:
     app.post("/v1/ingest/file", dependencies=guard, tags=["ingestion"])(routes.ingest_file)
     app.post("/v1/ingest/text", dependencies=guard, tags=["ingestion"])(routes.ingest_text)
     app.get("/v1/ingest/list", dependencies=guard, tags=["ingestion"])(routes.ingest_list)
+    app.get("/v1/ingest/watch", dependencies=guard, tags=["ingestion"])(routes.watched)
     app.delete("/v1/ingest/{doc_id}", dependencies=guard, tags=["ingestion"])(routes.delete)
     app.get(
         "/v1/documents/{doc_id}/pages/{page}.png",

@@ -7,6 +7,7 @@ pool, never on the event loop; the Service's gate lets one answer use the model 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from privatellm.errors import ConfigError, NotFoundError
 from privatellm.service import Service
 from privatellm.types import Answer
 from privatellm.uploads import Upload, safe_filename
+from privatellm.watching import FolderWatcher
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".text")
 CollectionParam = Annotated[
@@ -45,11 +47,15 @@ HighlightParam = Annotated[
 
 
 class Routes:
-    """The handlers, bound to one service and the model name it answers as by default."""
+    """The handlers, bound to one service, the model name it answers as by default, and the
+    watchers keeping its folders in step."""
 
-    def __init__(self, service: Service, model: str) -> None:
+    def __init__(
+        self, service: Service, model: str, watchers: Sequence[FolderWatcher] = ()
+    ) -> None:
         self.service = service
         self.model = model
+        self.watchers = tuple(watchers)
 
     def _answering(self, requested: str | None) -> tuple[Service, str]:
         """Returns the service answering a request and its model's name: the registered chat
@@ -261,6 +267,10 @@ class Routes:
             raise NotFoundError(f"no document with id {doc_id!r}")
         record = self.service.remove(doc_id, collection)
         return s.ListResponse(model=self.model, data=[s.IngestedDoc.of(record)])
+
+    def watched(self) -> s.WatchList:
+        """The folders kept in step (ingest.watch in the settings) and how each stands."""
+        return s.WatchList(data=[s.WatchedFolder.of(w.state()) for w in self.watchers])
 
     # -- summaries, embeddings, models ------------------------------------------------------------
 

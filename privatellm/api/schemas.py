@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from privatellm.types import Citation, DocumentRecord, ScoredChunk
+
+if TYPE_CHECKING:
+    from privatellm.watching import WatchState
 
 Role = Literal["system", "user", "assistant"]
 
@@ -266,6 +269,40 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class WatchedFolder(BaseModel):
+    object: Literal["ingest.watch"] = "ingest.watch"
+    path: str = Field(description="The watched folder (ingest.watch in the settings).")
+    collection: str = Field(description="The collection its files go to.")
+    state: Literal["starting", "in step", "pending", "error"] = Field(
+        description="starting (the first pass over the folder runs), in step (the collection "
+        "holds what the folder holds), pending (changes wait to be read), error (the watcher "
+        "stopped following the folder: see last_error)."
+    )
+    pending: int = Field(description="Files waiting to be read or removed.")
+    last_error: str | None = Field(
+        default=None, description="The last failure, one line (a file that could not be read)."
+    )
+    last_event: str | None = Field(
+        default=None, description="The last change made, one line ('added report.pdf (12 chunks)')."
+    )
+
+    @classmethod
+    def of(cls, state: WatchState) -> WatchedFolder:
+        return cls(
+            path=state.path,
+            collection=state.collection,
+            state=state.state,
+            pending=state.pending,
+            last_error=state.last_error,
+            last_event=state.last_event,
+        )
+
+
+class WatchList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WatchedFolder]
 
 
 class Health(BaseModel):
