@@ -169,7 +169,6 @@ def models_import(ctx: _Context, source: str, name: str | None) -> None:
         card_languages,
         check_model_name,
         detect,
-        folder_size,
     )
 
     registry = _registry(ctx)
@@ -189,7 +188,7 @@ def models_import(ctx: _Context, source: str, name: str | None) -> None:
         model = registry.add(model)
     click.echo(
         f"registered {model.name}: {model.role} model ({model.kind}, "
-        f"{_size(model.size_bytes or folder_size(Path(model.path)))}) at {model.path}"
+        f"{_size(model.size_bytes)}) at {model.path}"
     )
 
 

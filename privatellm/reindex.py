@@ -61,14 +61,13 @@ def choose_embedding(registry: Registry, model: str, base: EmbeddingSettings) ->
     if found is not None:
         return base.model_copy(update={"kind": "sentence-transformers", "model": found.path})
     folder = Path(model).expanduser()
-    if found is None and not folder.is_dir():
+    if not folder.is_dir():
         names = ", ".join(m.name for m in registry.all() if m.role == "embedding")
         raise NotFoundError(
             f"no embedding model named {model!r} (registered: {names}) and no folder {model!r}"
         )
     # A folder is recorded by its absolute path: the collection must find it from anywhere.
-    path = found.path if found is not None else str(folder.resolve())
-    return base.model_copy(update={"kind": "sentence-transformers", "model": path})
+    return base.model_copy(update={"kind": "sentence-transformers", "model": str(folder.resolve())})
 
 
 def declared_languages(registry: Registry, settings: EmbeddingSettings) -> tuple[str, ...]:

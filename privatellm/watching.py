@@ -320,21 +320,17 @@ class FolderWatcher:
             report.total_chunks = pruned.total_chunks
         return report
 
-    def _report(self, report: IngestReport) -> int:
-        """Returns how many files failed, after telling one line per change."""
-        failures = 0
+    def _report(self, report: IngestReport) -> None:
+        """Tells one line per change; a failed file becomes the last error."""
         for outcome in report.outcomes:
             line = event_line(outcome, self._name(outcome.path))
             if line is None:
                 continue
-            if outcome.outcome == "failed":
-                failures += 1
-                with self._cv:
-                    self._last_error = line
             with self._cv:
+                if outcome.outcome == "failed":
+                    self._last_error = line
                 self._last_event = line
             self._on_event(line)
-        return failures
 
     def _name(self, source: str) -> str:
         prefix = self._root + os.sep
