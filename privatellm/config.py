@@ -235,6 +235,12 @@ class EngineSettings(_Section):
         "path of a GGUF file; for kind torch also a Hugging Face or Meta checkpoint folder; for "
         "kind openai, the model name the server knows.",
     )
+    lora: str = Field(
+        "",
+        description="A LoRA adapter applied on top of engine.model: a folder written by "
+        "`privatellm finetune` (llamacpp loads its adapter.gguf, torch its PEFT files) or, for "
+        "llamacpp, a GGUF LoRA file. Empty: none.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="kind torch: where the model runs (auto: CUDA when available)."
     )

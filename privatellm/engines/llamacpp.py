@@ -13,6 +13,8 @@ from privatellm.engines.base import DEFAULT, Message, Sampling
 from privatellm.errors import ModelError
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The llama.cpp LoRA file in an adapter folder (privatellm.lora.export_gguf writes it)
+ADAPTER_GGUF = "adapter.gguf"
 
 
 def resolve_gguf(model: str) -> Path:
@@ -25,6 +27,22 @@ def resolve_gguf(model: str) -> Path:
     path = Path(model).expanduser()
     if not path.is_file():
         raise ModelError(f"{model}: no such GGUF file")
+    return path
+
+
+def resolve_adapter(lora: str) -> Path:
+    """Returns the GGUF LoRA file an engine.lora setting names: the file itself, or an adapter
+    folder's adapter.gguf."""
+    path = Path(lora).expanduser()
+    if path.is_dir():
+        if not (path / ADAPTER_GGUF).is_file():
+            raise ModelError(
+                f"{lora}: no {ADAPTER_GGUF} in this adapter folder (privatellm.lora.export_gguf "
+                "writes it from the PEFT files)"
+            )
+        return path / ADAPTER_GGUF
+    if not path.is_file():
+        raise ModelError(f"{lora}: no such LoRA adapter (a folder with {ADAPTER_GGUF}, or a GGUF)")
     return path
 
 
@@ -55,13 +73,32 @@ class LlamaCppEngine:
                 "pip install --no-cache-dir llama-cpp-python"
             ) from e
         path = resolve_gguf(settings.model)
+        options = llama_options(settings)
         self.name = path.stem
+        if settings.lora:
+            adapter = resolve_adapter(settings.lora)
+            # llama.cpp adds B·A·alpha/rank to each targeted product at run time; lora_base
+            # is accepted by llama-cpp-python (0.3.x) but not used
+            options["lora_path"] = str(adapter)
+            self.name += "+" + (
+                adapter.parent.name if adapter.name == ADAPTER_GGUF else adapter.stem
+            )
         self.context_tokens = settings.context_tokens
         self._settings = settings
         try:
-            self._llm = Llama(model_path=str(path), **llama_options(settings))
+            self._llm = Llama(model_path=str(path), **options)
         except ValueError as e:
             raise ModelError(f"cannot load {path}: {e}") from e
+        except RuntimeError as e:
+            raise ModelError(f"cannot apply the LoRA adapter {settings.lora}: {e}") from e
+        if settings.lora and not getattr(self._llm, "_lora_adapter", True):
+            # llama-cpp-python (0.3.36) tests the adapter handle with `is None`, which a NULL
+            # ctypes pointer is not: an adapter llama.cpp refused would be silently left out
+            self._llm.close()
+            raise ModelError(
+                f"cannot apply the LoRA adapter {settings.lora}: llama.cpp refused it (an "
+                f"adapter of another base model than {path.name}?)"
+            )
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))

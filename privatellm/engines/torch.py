@@ -4,7 +4,8 @@ engine.model may name a Hugging Face model folder (safetensors), a GGUF file (tr
 dequantizes it into torch weights), 'bundled:SmolLM2-135M-Instruct' (the bundled GGUF), or a Meta
 checkpoint folder (consolidated.*.pth + params.json + tokenizer.model), converted once into a
 cache folder (`privatellm models convert` does it ahead of time). CPU by default, CUDA when asked
-or available (device auto); fp32 or bf16; optional weight-only int8 (torchao).
+or available (device auto); fp32 or bf16; optional weight-only int8 (torchao). engine.lora names
+a LoRA adapter folder (PEFT files), merged into the weights at load.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from typing import Any
 from privatellm.config import BUNDLED_LLM, EngineSettings
 from privatellm.engines.base import DEFAULT, Message, Sampling
 from privatellm.errors import ConfigError, ModelError
+
+# What PeftModel.save_pretrained writes into an adapter folder
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
 def resolve_source(model: str) -> tuple[Path, str | None]:
@@ -41,6 +46,73 @@ def resolve_source(model: str) -> tuple[Path, str | None]:
         f"{model}: not a GGUF file, a Hugging Face model folder (config.json) or a Meta "
         "checkpoint folder (params.json + consolidated.*.pth)"
     )
+
+
+def peft_folder(lora: str) -> Path:
+    """Returns the adapter folder an engine.lora setting names, once it holds PEFT's files."""
+    path = Path(lora).expanduser()
+    if path.suffix.lower() == ".gguf":
+        raise ModelError(
+            f"{lora}: engine.kind torch needs the adapter folder (PEFT files), not a GGUF"
+        )
+    if not (path / PEFT_CONFIG).is_file():
+        raise ModelError(f"{lora}: not a LoRA adapter folder (no {PEFT_CONFIG} in it)")
+    return path
+
+
+def load_pretrained(folder: Path, gguf: str | None, dtype: Any, lora: str = "") -> tuple[Any, Any]:
+    """Returns (tokenizer, model) from what resolve_source gave, on the CPU in dtype, with the
+    adapter folder lora (PEFT files) merged into the weights when one is named."""
+    from privatellm.embeddings import keep_torchao_unloaded
+
+    keep_torchao_unloaded()  # before transformers: only engine.quantize int8 needs torchao
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = peft_folder(lora) if lora else None  # a wrong path fails before the slow load
+    quiet_loading()
+    extra = {"gguf_file": gguf} if gguf else {}
+    source = folder / gguf if gguf else folder
+    try:
+        # Any: transformers' own annotations are narrower than what these calls accept
+        tokenizer: Any = AutoTokenizer.from_pretrained(folder, **extra)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **extra)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load {source}: {e}".splitlines()[0]) from e
+    if adapter is not None:
+        model = _merged(model, adapter)
+    return tokenizer, model
+
+
+def quiet_loading() -> None:
+    """Turns off transformers' progress bars on stderr (privatellm prints its own lines)."""
+    import functools
+
+    import transformers
+    from tqdm.auto import tqdm
+    from transformers import modeling_gguf_pytorch_utils
+
+    transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # The GGUF dequantizing bar is a bare tqdm that ignores the switch above (transformers 5.24)
+    silent = functools.partial(tqdm, disable=True)
+    setattr(modeling_gguf_pytorch_utils, "tqdm", silent)  # noqa: B010  # not a public name
+
+
+def _merged(model: Any, adapter: Path) -> Any:
+    """Returns model with the LoRA adapter's product B·A·scale added into each weight it
+    targets: inference then costs what the base's does, and int8 quantizes the sum."""
+    import warnings
+
+    from peft import PeftModel
+
+    try:
+        with warnings.catch_warnings():
+            # peft (0.21) asks transformers (5.x) a property that transformers has renamed and
+            # warns about: nothing a user of engine.lora can act on
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+            wrapped = PeftModel.from_pretrained(model, str(adapter))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelError(f"cannot apply the LoRA adapter {adapter}: {e}".splitlines()[0]) from e
+    return wrapped.merge_and_unload()
 
 
 def _conversion_cache() -> Path:
@@ -106,18 +178,11 @@ class TorchEngine:
 
         keep_torchao_unloaded()  # imported below only for quantize: int8
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder, gguf = resolve_source(settings.model)
         device = _device(settings.device)
         dtype = _dtype(settings.dtype, device)
-        extra = {"gguf_file": gguf} if gguf else {}
-        try:
-            # Any: transformers' own annotations are narrower than what these calls accept
-            self._tokenizer: Any = AutoTokenizer.from_pretrained(folder, **extra)
-            model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **extra)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot load {settings.model}: {e}".splitlines()[0]) from e
+        self._tokenizer, model = load_pretrained(folder, gguf, dtype, settings.lora)
         model = model.to(device).eval()
         if settings.quantize == "int8":
             quantize_, int8_weight_only = _torchao_int8()
@@ -127,7 +192,8 @@ class TorchEngine:
         self._model = model
         self._device = device
         self._settings = settings
-        self.name = Path(gguf).stem if gguf else folder.name
+        base = Path(gguf).stem if gguf else folder.name
+        self.name = f"{base}+{Path(settings.lora).name}" if settings.lora else base
         self.context_tokens = settings.context_tokens
 
     def count_tokens(self, text: str) -> int:
