@@ -35,10 +35,10 @@ class ChatModels(Generic[S]):
         base: S,
         engine: EngineSettings,
         registry: Registry,
-        variant: Callable[[str, str], S],
+        variant: Callable[[str, str, str], S],
     ) -> None:
-        """base answers with the configured model (engine); variant(kind, model) builds one
-        answering with another model (engine.kind and engine.model changed)."""
+        """base answers with the configured model (engine); variant(kind, model, lora) builds
+        one answering with another model (engine.kind, engine.model and engine.lora changed)."""
         self._base = base
         self._engine = engine
         self._registry = registry
@@ -51,7 +51,7 @@ class ChatModels(Generic[S]):
         """Returns the name the configured model is known by."""
         engine = self._engine
         if engine.kind in ("llamacpp", "torch"):
-            found = self._registry.by_path(engine.model)
+            found = self._registry.by_path(engine.lora or engine.model)
             if found is not None:
                 return found.name
         return model_label(engine.model)
@@ -88,7 +88,9 @@ class ChatModels(Generic[S]):
             return self._base
         model = self._registry.get(key, "chat")
         kind = "torch" if self._engine.kind == "torch" else model.engine_kind
-        return self._variant(kind, model.path)
+        if model.kind == "lora":
+            return self._variant(kind, model.base, model.path)
+        return self._variant(kind, model.path, "")
 
     def _unload_beyond(self, limit: int, keep: str) -> None:
         # The model about to answer counts as loaded: it loads on its first reply.

@@ -13,6 +13,7 @@ import click
 
 from privatellm.config import AnswerMode, Settings, config_files_from_env, load_settings
 from privatellm.errors import PrivateLLMError
+from privatellm.finetunecommand import finetune
 from privatellm.modelcommands import models
 from privatellm.types import Outcome
 
@@ -537,6 +538,7 @@ class _ChunkBar:
 
 
 cli.add_command(models)  # privatellm/modelcommands.py
+cli.add_command(finetune)  # privatellm/finetunecommand.py
 
 
 def _repeatable(flag: str, name: str, choices: list[str], what: str) -> Callable[[F], F]:

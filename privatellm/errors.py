@@ -4,6 +4,7 @@ PrivateLLMError                 every expected failure; the CLI prints str(e) on
 ├── ConfigError                 bad settings, bad profile file, bad collection name (exit 2)
 ├── ModelError                  a model cannot be found or loaded
 │   └── ModelBusyError          the model is answering others for longer than one may wait
+├── TrainingDataError           a fine-tuning record is malformed or too long (exit 2)
 ├── StoreError                  the vector store refuses an operation
 │   ├── EmbeddingMismatchError  collection built by another embedding model
 │   ├── StoreLockedError        another process is writing the same collection
@@ -44,6 +45,10 @@ class ModelBusyError(ModelError):
         super().__init__(message)
         self.retry_after = retry_after
         self.queue_full = queue_full
+
+
+class TrainingDataError(PrivateLLMError):
+    exit_code = 2
 
 
 class StoreError(PrivateLLMError):

@@ -139,11 +139,13 @@ def known_models(settings: Settings, registry: Registry) -> Iterator[ModelInfo]:
             True,
         )
     elif engine.kind == "torch":
-        yield _torch_info(engine.model, engine.dtype, engine.quantize, names.get(engine.model))
-        seen.add(engine.model)
+        info = _torch_info(engine.model, engine.dtype, engine.quantize, names.get(engine.model))
+        yield _with_adapter(info, engine.lora, names)
+        seen.add(engine.lora or engine.model)
     elif engine.kind == "llamacpp":
-        yield _gguf_info(engine.model, True, names.get(engine.model))
-        seen.add(engine.model)
+        info = _gguf_info(engine.model, True, names.get(engine.model))
+        yield _with_adapter(info, engine.lora, names)
+        seen.add(engine.lora or engine.model)
     local = embedding.kind == "sentence-transformers"
     for m in registry.all():
         if m.role == "chat" and m.path not in seen:
@@ -163,12 +165,31 @@ def _registered_info(m: RegisteredModel) -> ModelInfo:
             return _embedding_info(m.path, False, m.name)
         if m.kind == "gguf":
             return _gguf_info(m.path, False, m.name)
+        if m.kind == "lora":
+            gguf = m.engine_kind == "llamacpp"
+            base = _gguf_info(m.base, False) if gguf else _torch_info(m.base, "auto", "none")
+            return replace(_with_adapter(base, m.path, {m.path: m.name}), configured=False)
         return replace(_torch_info(m.path, "auto", "none", m.name), configured=False)
     except (ModelError, OSError, ValueError):
         engine = {"gguf": "llamacpp", "sentence-transformers": "sentence-transformers"}
         return ModelInfo(
             m.role, m.name, engine.get(m.kind, "torch"), "unreadable", 0, None, m.path, False
         )
+
+
+def _with_adapter(base: ModelInfo, lora: str, names: dict[str, str]) -> ModelInfo:
+    """Returns base's row as the model base + the adapter folder lora (if one is named)."""
+    if not lora:
+        return base
+    from privatellm.registry import folder_size
+
+    return replace(
+        base,
+        name=names.get(lora, f"{base.name}+{Path(lora).name}"),
+        quantization=f"{base.quantization}+LoRA",
+        size_bytes=base.size_bytes + folder_size(Path(lora)),
+        path=lora,
+    )
 
 
 def _gguf_info(model: str, configured: bool, name: str | None = None) -> ModelInfo:

@@ -26,8 +26,9 @@ from privatellm.errors import ConfigError, ModelError, NotFoundError
 Role = Literal["chat", "embedding"]
 # gguf: one file for llama.cpp (or torch, dequantized); hf: a Hugging Face folder (config.json +
 # safetensors + tokenizer) for torch; meta: Meta's consolidated.*.pth folder for torch;
-# sentence-transformers: an embedding model folder.
-Kind = Literal["gguf", "hf", "meta", "sentence-transformers"]
+# sentence-transformers: an embedding model folder; lora: an adapter folder written by `privatellm
+# finetune` (PEFT files for torch, adapter.gguf for llama.cpp), run on top of extra["base"].
+Kind = Literal["gguf", "hf", "meta", "sentence-transformers", "lora"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -47,7 +48,14 @@ class RegisteredModel:
     @property
     def engine_kind(self) -> Literal["llamacpp", "torch"]:
         """Returns the engine.kind that runs this chat model."""
+        if self.kind == "lora":
+            return "llamacpp" if _names_gguf(self.base) else "torch"
         return "llamacpp" if self.kind == "gguf" else "torch"
+
+    @property
+    def base(self) -> str:
+        """Returns the model an adapter (kind lora) is applied to; "" for other kinds."""
+        return self.extra.get("base", "")
 
     @property
     def bundled(self) -> bool:
@@ -269,7 +277,10 @@ def resolve_names(settings: Settings, registry: Registry) -> Settings:
     chat = _registered(registry, engine.model, "chat") if engine.kind in LOCAL_ENGINES else None
     if chat is not None:
         kind = "torch" if engine.kind == "torch" else chat.engine_kind
-        updates["engine"] = engine.model_copy(update={"kind": kind, "model": chat.path})
+        model = (
+            {"model": chat.base, "lora": chat.path} if chat.kind == "lora" else {"model": chat.path}
+        )
+        updates["engine"] = engine.model_copy(update={"kind": kind, **model})
     local = embedding.kind == "sentence-transformers"
     embedder = _registered(registry, embedding.model, "embedding") if local else None
     if embedder is not None:
@@ -278,6 +289,10 @@ def resolve_names(settings: Settings, registry: Registry) -> Settings:
 
 
 LOCAL_ENGINES = ("llamacpp", "torch")
+
+
+def _names_gguf(model: str) -> bool:
+    return model.startswith(BUNDLED_PREFIX) or model.lower().endswith(".gguf")
 
 
 def _registered(registry: Registry, value: str, role: Role) -> RegisteredModel | None:

@@ -86,7 +86,7 @@ class Service:
             self,
             self.settings.engine,
             self.registry,
-            lambda kind, model: self.with_engine(kind=kind, model=model),
+            lambda kind, model, lora: self.with_engine(kind=kind, model=model, lora=lora),
         )
 
     def for_model(self, name: str | None) -> Service:
