@@ -68,8 +68,8 @@ system-deps:
 	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing
 
 lint: venv
-	$(VENV)/bin/ruff check privatellm ui tests benchmarks
-	$(VENV)/bin/ruff format --check privatellm ui tests benchmarks
+	$(VENV)/bin/ruff check privatellm ui tests benchmarks scripts
+	$(VENV)/bin/ruff format --check privatellm ui tests benchmarks scripts
 
 typecheck: venv
 	$(VENV)/bin/mypy
