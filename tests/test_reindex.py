@@ -362,10 +362,12 @@ def _special_vector_is_from(service: Service, collection: Collection) -> bool:
     """Returns whether the odd chunk's vector is the one the collection's model gives.
 
     Checked on the vector, not through a dense search: HNSW may miss the one odd chunk among
-    hundreds of near-duplicates (1 of 4 builds did)."""
+    hundreds of near-duplicates (1 of 4 builds did). 0.99, not 0.999: on CPUs with AMX the
+    embedder runs in bf16, where the chunk embedded inside a padded batch and embedded alone
+    agree to 0.9987 (seen here); another chunk of these notes scores ~0.13."""
     (row,) = [r for r in collection.rows() if "zeppelin" in r.text]
     expected = service.embedder_for(collection).embed_batch([row.text])[0]
-    return float(row.vector @ expected) > 0.999
+    return float(row.vector @ expected) > 0.99
 
 
 def test_kill_9_in_the_middle_leaves_the_old_model_answering(
