@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from privatellm.config import BUNDLED_EMBEDDING, BUNDLED_LLM, BUNDLED_PREFIX, Settings
+from privatellm.engines.llamacpp import ADAPTER_GGUF
 from privatellm.errors import ConfigError, ModelError, NotFoundError
 
 Role = Literal["chat", "embedding"]
@@ -49,7 +50,10 @@ class RegisteredModel:
     def engine_kind(self) -> Literal["llamacpp", "torch"]:
         """Returns the engine.kind that runs this chat model."""
         if self.kind == "lora":
-            return "llamacpp" if _names_gguf(self.base) else "torch"
+            # llama.cpp needs the base as a GGUF and the adapter exported beside the PEFT files
+            # (export covers llama-architecture bases only): torch runs the others
+            exported = (Path(self.path) / ADAPTER_GGUF).is_file()
+            return "llamacpp" if exported and _names_gguf(self.base) else "torch"
         return "llamacpp" if self.kind == "gguf" else "torch"
 
     @property

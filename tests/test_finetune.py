@@ -322,3 +322,16 @@ def test_a_short_real_run_on_the_bundled_model_runs_alike_in_both_engines(tmp_pa
     assert llama_cpp == torch
     assert torch != replies(kind="torch", device="cpu", dtype="fp32")
     assert all(len(r) > 10 for r in torch)
+
+
+def test_an_adapter_runs_in_llama_cpp_only_when_exported_for_a_gguf_base(tmp_path: Path) -> None:
+    from privatellm.registry import RegisteredModel
+
+    def kind(base: str) -> str:
+        extra = {"base": base}
+        return RegisteredModel("a", "chat", "lora", str(tmp_path), extra=extra).engine_kind
+
+    assert kind("bundled:SmolLM2-135M-Instruct") == "torch"  # no adapter.gguf (not a llama)
+    (tmp_path / "adapter.gguf").write_bytes(b"GGUF")
+    assert kind("bundled:SmolLM2-135M-Instruct") == kind("/m/q.gguf") == "llamacpp"
+    assert kind("/models/hf-folder") == "torch"
