@@ -92,7 +92,8 @@ def train(
     checkpoint; a run stopped by Ctrl-C or a crash keeps its checkpoints for that."""
     import torch
 
-    checkpoint = _prepare(out, resume, base, options, fingerprint(records))
+    data = fingerprint(records)
+    checkpoint = _prepare(out, resume, base, options, data)
     model, tokenizer, device = load_for_training(base, options)
     examples = [tokenize(r, tokenizer, options.max_tokens) for r in records]
     train_set, held_out = split(examples, options)
@@ -106,7 +107,7 @@ def train(
     if checkpoint is not None:
         state = _restore(checkpoint, peft_model, optimizer, scheduler)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    run = _Run(peft_model, optimizer, scheduler, device, pad, options, base, fingerprint(records))
+    run = _Run(peft_model, optimizer, scheduler, device, pad, options, base, data)
     run.fit(train_set, held_out, state, total, out, on_step)
     peft_model.save_pretrained(out, save_embedding_layers=False)
     summary = run.summary(state, len(train_set), len(held_out))
